@@ -1,0 +1,1558 @@
+"""Loaders: turn the data people actually have into :class:`~mithridate.data.Dataset` splits.
+
+Every loader returns a :class:`~mithridate.data.DatasetSplits` (a training set and a test set
+that share their classes). Supported sources:
+
+* scikit-learn's bundled classification sets (``digits`` as 1x8x8 images, ``breast_cancer``,
+  ``wine``, ``iris`` as raw tabular features) -- :func:`load_sklearn`;
+* Fashion-MNIST (or any set laid out as the four MNIST IDX files, plain or ``.gz``) --
+  :func:`load_fashion_mnist`;
+* NumPy ``.npz`` archives -- :func:`load_npz` / :func:`save_npz`;
+* CSV, TSV and Parquet tables -- :func:`load_table`;
+* folders of images, one sub-folder per class -- :func:`load_image_folder`;
+* any of the above by name or path -- :func:`load_dataset`.
+
+Conventions shared by all loaders:
+
+* images are ``N x C x H x W`` float32 in [0, 1]; tables are ``N x D`` float32 with the user's
+  raw values (scaling is left to models);
+* ``ids`` always map back to the user's data: original row numbers, the id column, or the
+  image's path relative to the folder;
+* when a loader splits the data itself the split is stratified and seeded by
+  ``random_state``; rows of each split come in a seeded random order (use ``ids`` to find
+  the original rows);
+* user files are never unpickled; bad input raises :class:`~mithridate.errors.DataError`
+  (bad data) or :class:`~mithridate.errors.ConfigError` (bad arguments) with one message
+  that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import inspect
+import os
+import struct
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from mithridate.data.dataset import Dataset, DatasetSplits, encode_labels
+from mithridate.errors import ConfigError, DataError
+from mithridate.utils import RandomState, atomic_path, check_fraction, check_random_state
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ENV",
+    "FASHION_MNIST_DEFAULT_DIR",
+    "SKLEARN_DATASETS",
+    "available_datasets",
+    "find_fashion_mnist",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_ground_truth",
+    "load_image_folder",
+    "load_npz",
+    "load_sklearn",
+    "load_table",
+    "read_idx",
+    "save_ground_truth",
+    "save_npz",
+]
+
+#: Class names of Fashion-MNIST, in label order (label ``i`` is ``FASHION_MNIST_CLASSES[i]``).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+#: Environment variable naming a directory with the Fashion-MNIST IDX files.
+FASHION_MNIST_ENV = "MITHRIDATE_FASHION_MNIST"
+#: Where Debian's ``dataset-fashion-mnist`` package installs the files.
+FASHION_MNIST_DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashionmnist", "fmnist")
+_FASHION_MISSING_HINT = (
+    "install the Debian package dataset-fashion-mnist or set "
+    f"{FASHION_MNIST_ENV} to a directory holding the four IDX files"
+)
+
+#: scikit-learn's bundled classification sets: name -> (kind, loader function name).
+SKLEARN_DATASETS = {
+    "digits": ("image", "load_digits"),
+    "breast_cancer": ("tabular", "load_breast_cancer"),
+    "wine": ("tabular", "load_wine"),
+    "iris": ("tabular", "load_iris"),
+}
+_KNOWN_NAMES = tuple(SKLEARN_DATASETS) + ("fashion-mnist",)
+
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/): data is big-endian.
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+# ----------------------------------------------------------------------------------------
+# shared helpers
+# ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _context(where: str) -> Iterator[None]:
+    """Prefix any DataError raised inside with where it happened (a file, a split)."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def _as_path(path: Any, what: str = "path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a file path (str or Path), got {type(path).__name__}")
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def _existing_file(path: Any) -> Path:
+    p = _as_path(path)
+    if not p.exists():
+        raise DataError(f"file not found: {p}; check the path (relative paths start at {Path.cwd()})")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory, but a file was expected")
+    return p
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(_TABLE_SUFFIXES + (".npz",), key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return path.stem or name
+
+
+def _split_sizes(n: int, test_size: float) -> int:
+    """Test samples drawn from a class of ``n`` samples (at least 1, at most n - 1)."""
+    return int(min(max(int(np.floor(test_size * n + 0.5)), 1), n - 1))
+
+
+def _stratified_indices(
+    y: np.ndarray, classes: tuple, test_size: float, random_state: RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of positions ``0..n-1``; every class lands in both splits."""
+    test_size = check_fraction(test_size, "test_size")
+    rng = check_random_state(random_state)
+    train_parts, test_parts = [], []
+    order = np.argsort(y, kind="stable")
+    counts = np.bincount(y, minlength=len(classes))
+    start = 0
+    for c, n in enumerate(counts):
+        if n == 0:
+            continue
+        if n < 2:
+            raise DataError(
+                f"class {classes[c]!r} has only 1 sample, so it cannot appear in both the "
+                "training and the test split; add samples, remove that class, or provide "
+                "an explicit test set"
+            )
+        idx = rng.permutation(order[start : start + n])
+        start += n
+        k = _split_sizes(int(n), test_size)
+        test_parts.append(idx[:k])
+        train_parts.append(idx[k:])
+    train = rng.permutation(np.concatenate(train_parts))
+    test = rng.permutation(np.concatenate(test_parts))
+    return train, test
+
+
+def _split_dataset(
+    full: Dataset, test_size: float, random_state: RandomState, name: str, source: str
+) -> DatasetSplits:
+    train_idx, test_idx = _stratified_indices(full.y, full.classes, test_size, random_state)
+    return DatasetSplits(
+        train=full.subset(train_idx), test=full.subset(test_idx), name=name, source=source
+    )
+
+
+def _from_indices(
+    X: Any,
+    y_idx: np.ndarray,
+    classes: tuple,
+    *,
+    ids: Any = None,
+    meta: Optional[pd.DataFrame] = None,
+    is_poison: Any = None,
+    name: str,
+    min_classes: int = 2,
+) -> Dataset:
+    """Build a Dataset from class *indices* plus the tuple of class values (any type)."""
+    ds = Dataset.from_arrays(
+        X,
+        y_idx,
+        classes=tuple(range(len(classes))),
+        ids=ids,
+        meta=meta,
+        is_poison=is_poison,
+        name=name,
+        min_classes=min_classes,
+    )
+    return ds.replace(classes=tuple(classes))
+
+
+def _shared_classes(labels: Sequence[np.ndarray], names: Sequence[str]) -> tuple:
+    """Classes over several label arrays (train, test), checked to be of one kind."""
+    kinds = {}
+    all_classes: list = []
+    for y, nm in zip(labels, names):
+        _, cls = encode_labels(y)
+        kind = "strings" if cls and isinstance(cls[0], str) else "integers"
+        kinds[nm] = kind
+        all_classes.extend(cls)
+    if len(set(kinds.values())) > 1:
+        desc = ", ".join(f"{k} holds {v}" for k, v in kinds.items())
+        raise DataError(f"labels must be of one kind in every split, but {desc}; convert them to match")
+    return tuple(sorted(set(all_classes)))
+
+
+def _check_limit(value: Optional[int], name: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+def _scale_images(X: np.ndarray, where: str) -> np.ndarray:
+    """Integer images (0..255) -> float32 /255; float images must already be in [0, 1]."""
+    if X.dtype == np.uint8:
+        return X.astype(np.float32) / np.float32(255.0)
+    if X.dtype.kind in "iu":
+        lo, hi = (int(X.min()), int(X.max())) if X.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{where} holds integer images with values in [{lo}, {hi}]; images must be "
+                "uint8 0..255 or floats in [0, 1]; rescale them before saving"
+            )
+        return X.astype(np.float32) / np.float32(255.0)
+    if X.dtype.kind == "b":
+        return X.astype(np.float32)
+    if X.dtype.kind == "f":
+        X = X.astype(np.float32, copy=False)
+        finite = X[np.isfinite(X)]
+        if finite.size and (finite.min() < 0 or finite.max() > 1):
+            raise DataError(
+                f"{where} holds float images with values in [{finite.min():g}, "
+                f"{finite.max():g}]; images must be floats in [0, 1] (or uint8 0..255): "
+                "divide by 255 or undo the normalisation before saving"
+            )
+        return X
+    raise DataError(f"{where} has dtype {X.dtype}; images must be numeric")
+
+
+def _to_channels_first(X: np.ndarray, layout: Optional[str] = None) -> np.ndarray:
+    """N x H x W -> N x 1 x H x W; N x H x W x C (C in 1, 3, 4; H, W > 4) -> N x C x H x W."""
+    if X.ndim == 3:
+        return X[:, None, :, :]
+    if X.ndim == 4:
+        if layout == "NCHW":
+            return X
+        if layout == "NHWC" or (X.shape[3] in (1, 3, 4) and X.shape[1] > 4 and X.shape[2] > 4):
+            return np.ascontiguousarray(X.transpose(0, 3, 1, 2))
+    return X
+
+
+# ----------------------------------------------------------------------------------------
+# scikit-learn bundled sets
+# ----------------------------------------------------------------------------------------
+def _sklearn_key(name: str) -> Optional[str]:
+    key = str(name).strip().lower().replace("-", "_")
+    return key if key in SKLEARN_DATASETS else None
+
+
+def _sklearn_bunch(key: str) -> Any:
+    import sklearn.datasets
+
+    return getattr(sklearn.datasets, SKLEARN_DATASETS[key][1])()
+
+
+def load_sklearn(name: str, *, test_size: float = 0.3, random_state: RandomState = 0) -> DatasetSplits:
+    """Load one of scikit-learn's bundled classification sets, split stratified.
+
+    Parameters
+    ----------
+    name : {"digits", "breast_cancer", "wine", "iris"}
+        ``"breast-cancer"`` is accepted too. ``digits`` comes as ``N x 1 x 8 x 8`` images in
+        [0, 1] (pixel / 16); the others as raw float32 features (not standardised).
+    test_size : float, default=0.3
+        Fraction of each class put in the test split.
+    random_state : int or numpy.random.Generator, default=0
+        Seed of the split.
+
+    Returns
+    -------
+    DatasetSplits
+        ``ids`` are the row numbers in scikit-learn's array, so ``load_digits().images[ids]``
+        gives the original samples. ``classes`` are scikit-learn's ``target_names``.
+
+    Examples
+    --------
+    >>> splits = load_sklearn("digits")
+    >>> splits.train.X.shape[1:], len(splits.train) + len(splits.test)
+    ((1, 8, 8), 1797)
+    >>> load_sklearn("breast-cancer").train.classes
+    ('malignant', 'benign')
+    """
+    key = _sklearn_key(name)
+    if key is None:
+        raise DataError(
+            f"unknown scikit-learn dataset {name!r}; choose one of {sorted(SKLEARN_DATASETS)}"
+        )
+    bunch = _sklearn_bunch(key)
+    if key == "digits":
+        X = (np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0))[:, None, :, :]
+    else:
+        X = np.asarray(bunch.data, dtype=np.float32)
+    classes = tuple(c.item() if hasattr(c, "item") else c for c in np.asarray(bunch.target_names))
+    y = np.asarray(bunch.target, dtype=np.int64)
+    full = _from_indices(X, y, classes, ids=np.arange(len(y), dtype=np.int64), name=key)
+    return _split_dataset(full, test_size, random_state, name=key, source="scikit-learn (bundled)")
+
+
+# ----------------------------------------------------------------------------------------
+# IDX (MNIST / Fashion-MNIST)
+# ----------------------------------------------------------------------------------------
+def _read_raw(path: Path, nbytes: Optional[int] = None) -> bytes:
+    """Bytes of a plain or gzip file (all, or the first ``nbytes``)."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                return fh.read() if nbytes is None else fh.read(nbytes)
+        with open(path, "rb") as fh:
+            return fh.read() if nbytes is None else fh.read(nbytes)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"{path} is not a valid gzip file or is truncated ({exc}); download it again"
+        ) from None
+    except OSError as exc:
+        raise DataError(f"could not read {path}: {exc.strerror or exc}") from None
+
+
+def _idx_header(buf: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    if len(buf) < 4:
+        raise DataError(f"{path} is truncated ({len(buf)} bytes); an IDX file starts with a 4-byte magic number")
+    code, ndim = buf[2], buf[3]
+    if buf[0] != 0 or buf[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
+        magic = int.from_bytes(buf[:4], "big")
+        raise DataError(
+            f"{path} is not an IDX file (magic number 0x{magic:08X}; expected 0x0000TTDD with a "
+            "known type TT such as 08 for unsigned bytes); check that it is an MNIST-style file"
+        )
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise DataError(f"{path} is truncated inside its header; download it again")
+    dims = struct.unpack(f">{ndim}I", buf[4:header])
+    return _IDX_DTYPES[code], tuple(int(d) for d in dims), header
+
+
+def read_idx(path: PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), plain or gzip-compressed, into a NumPy array.
+
+    The magic number, the dimensions and the file size are checked; a wrong magic number or a
+    truncated file raises :class:`~mithridate.errors.DataError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        An IDX file, e.g. ``train-images-idx3-ubyte`` or ``train-images-idx3-ubyte.gz``.
+
+    Returns
+    -------
+    ndarray
+        Read-only array with the dimensions from the header, in native byte order.
+
+    Examples
+    --------
+    >>> labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
+    >>> labels.shape  # doctest: +SKIP
+    (10000,)
+    """
+    p = _existing_file(path)
+    buf = _read_raw(p)
+    dtype, dims, header = _idx_header(buf, p)
+    count = int(np.prod(dims, dtype=np.int64))
+    need = header + count * dtype.itemsize
+    if len(buf) < need:
+        raise DataError(
+            f"{p} is truncated: its header announces shape {dims} ({need} bytes) but the file "
+            f"holds {len(buf)} bytes; download it again"
+        )
+    if len(buf) > need:
+        raise DataError(
+            f"{p} has {len(buf) - need} bytes after the data announced by its header "
+            f"(shape {dims}); the file is corrupt or not an IDX file"
+        )
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=header).reshape(dims)
+    if dtype.byteorder == ">":
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def _fashion_file(directory: Path, base: str) -> Optional[Path]:
+    for candidate in (directory / base, directory / (base + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fashion_files(directory: Path) -> tuple[dict, list]:
+    found, missing = {}, []
+    for key, base in _FASHION_FILES.items():
+        f = _fashion_file(directory, base)
+        if f is None:
+            missing.append(base + "[.gz]")
+        else:
+            found[key] = f
+    return found, missing
+
+
+def _fashion_candidates(directory: Optional[PathLike]) -> tuple[Path, str]:
+    """The directory to look in and how it was chosen (for messages)."""
+    if directory is not None:
+        return _as_path(directory, "directory"), "the directory argument"
+    env = os.environ.get(FASHION_MNIST_ENV)
+    if env:
+        return Path(os.path.expanduser(env)), f"${FASHION_MNIST_ENV}"
+    return FASHION_MNIST_DEFAULT_DIR, "the default location"
+
+
+def find_fashion_mnist(directory: Optional[PathLike] = None) -> Optional[Path]:
+    """Find a directory holding the four Fashion-MNIST IDX files (plain or ``.gz``).
+
+    Looks in ``directory`` if given, else in ``$MITHRIDATE_FASHION_MNIST``, else in
+    ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package).
+
+    Returns
+    -------
+    Path or None
+        The directory, or None when any of the four files is missing there.
+
+    Examples
+    --------
+    >>> find_fashion_mnist()  # doctest: +SKIP
+    PosixPath('/usr/share/datasets/fashion-mnist')
+    """
+    d, _ = _fashion_candidates(directory)
+    if not d.is_dir():
+        return None
+    _, missing = _fashion_files(d)
+    return None if missing else d
+
+
+def _fashion_split(images_path: Path, labels_path: Path, limit: Optional[int], split: str) -> tuple:
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{images_path} should hold unsigned-byte images (N x H x W), got {images.dtype} "
+            f"with shape {images.shape}; the image and label files may be swapped"
+        )
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(
+            f"{labels_path} should hold unsigned-byte labels (N), got {labels.dtype} with "
+            f"shape {labels.shape}; the image and label files may be swapped"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"the {split} split has {len(images)} images ({images_path.name}) but "
+            f"{len(labels)} labels ({labels_path.name}); the files do not belong together"
+        )
+    if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise DataError(
+            f"{labels_path} holds label {int(labels.max())}; Fashion-MNIST labels are 0..9"
+        )
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    X = images.astype(np.float32)
+    X /= np.float32(255.0)
+    return X[:, None, :, :], labels.astype(np.int64)
+
+
+def load_fashion_mnist(
+    directory: Optional[PathLike] = None,
+    *,
+    limit_train: Optional[int] = None,
+    limit_test: Optional[int] = None,
+) -> DatasetSplits:
+    """Load Fashion-MNIST from its four IDX files (plain or ``.gz``).
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        Folder with ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+        ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each may end in ``.gz``).
+        Default: ``$MITHRIDATE_FASHION_MNIST``, else ``/usr/share/datasets/fashion-mnist``
+        (where ``apt install dataset-fashion-mnist`` puts them).
+    limit_train, limit_test : int, optional
+        Keep only the first N samples of each split (deterministic; Fashion-MNIST's files are
+        already shuffled, so the first N are close to balanced).
+
+    Returns
+    -------
+    DatasetSplits
+        Images ``N x 1 x 28 x 28`` float32 in [0, 1]; ``y`` in 0..9 with ``classes`` the ten
+        class names (``"T-shirt/top"`` ... ``"Ankle boot"``); ``ids`` are the row numbers in
+        each file (so train and test ids overlap: they index different files).
+
+    Examples
+    --------
+    >>> splits = load_fashion_mnist(limit_train=1000)  # doctest: +SKIP
+    >>> splits.train.X.shape, splits.train.classes[9]  # doctest: +SKIP
+    ((1000, 1, 28, 28), 'Ankle boot')
+    """
+    limit_train = _check_limit(limit_train, "limit_train")
+    limit_test = _check_limit(limit_test, "limit_test")
+    d, how = _fashion_candidates(directory)
+    if not d.is_dir():
+        raise DataError(
+            f"Fashion-MNIST directory {d} (from {how}) does not exist; {_FASHION_MISSING_HINT}"
+        )
+    files, missing = _fashion_files(d)
+    if missing:
+        raise DataError(
+            f"Fashion-MNIST files missing in {d} (from {how}): {', '.join(missing)}; "
+            f"{_FASHION_MISSING_HINT}"
+        )
+    Xtr, ytr = _fashion_split(files["train_images"], files["train_labels"], limit_train, "train")
+    Xte, yte = _fashion_split(files["test_images"], files["test_labels"], limit_test, "test")
+    if Xtr.shape[1:] != Xte.shape[1:]:
+        raise DataError(
+            f"train images are {Xtr.shape[2]}x{Xtr.shape[3]} but test images are "
+            f"{Xte.shape[2]}x{Xte.shape[3]}; the files do not belong together"
+        )
+    name = "fashion-mnist"
+    with _context("Fashion-MNIST training split"):
+        train = _from_indices(
+            Xtr, ytr, FASHION_MNIST_CLASSES, ids=np.arange(len(ytr), dtype=np.int64), name=name
+        )
+    with _context("Fashion-MNIST test split"):
+        test = _from_indices(
+            Xte, yte, FASHION_MNIST_CLASSES, ids=np.arange(len(yte), dtype=np.int64),
+            name=name, min_classes=1,
+        )
+    return DatasetSplits(train=train, test=test, name=name, source=str(d))
+
+
+# ----------------------------------------------------------------------------------------
+# npz
+# ----------------------------------------------------------------------------------------
+class _NpzReader:
+    """Case-insensitive, pickle-refusing access to an ``.npz`` archive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{path} is not a readable .npz archive ({exc}); save it with numpy.savez") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path} holds a single array (.npy), not an .npz archive with x_train/y_train/"
+                "x_test/y_test (or x/y); save it with numpy.savez"
+            )
+        self.archive = archive
+        self.keys: dict[str, str] = {}
+        for key in archive.files:
+            low = key.lower()
+            if low in self.keys:
+                raise DataError(
+                    f"{path} holds both {self.keys[low]!r} and {key!r}; keep only one of them"
+                )
+            self.keys[low] = key
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def get(self, key: str) -> Optional[np.ndarray]:
+        if key not in self.keys:
+            return None
+        real = self.keys[key]
+        try:
+            return self.archive[real]
+        except ValueError as exc:
+            if "pickle" in str(exc).lower():
+                raise DataError(
+                    f"array {real!r} in {self.path} is a pickled object array, which mithridate "
+                    "refuses to load (unpickling can run arbitrary code); save numbers as "
+                    "numeric arrays and strings as numpy unicode arrays (dtype 'U')"
+                ) from None
+            raise DataError(f"array {real!r} in {self.path} could not be read ({exc})") from None
+        except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"array {real!r} in {self.path} is corrupt ({exc})") from None
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+def _npz_classes(raw: np.ndarray, path: Path) -> tuple:
+    classes = np.asarray(raw)
+    if classes.ndim != 1 or len(classes) == 0:
+        raise DataError(f"'classes' in {path} must be a non-empty 1-D array, got shape {classes.shape}")
+    if classes.dtype.kind == "S":
+        classes = classes.astype(str)
+    if classes.dtype.kind == "f" and np.all(np.isfinite(classes)) and np.all(classes == np.round(classes)):
+        classes = classes.astype(np.int64)
+    if classes.dtype.kind not in "iuU":
+        raise DataError(f"'classes' in {path} must hold strings or integers, got dtype {classes.dtype}")
+    if len(np.unique(classes)) != len(classes):
+        raise DataError(f"'classes' in {path} lists a class twice; class values must be unique")
+    return tuple(c.item() for c in classes)
+
+
+def _npz_label_indices(y: np.ndarray, n_classes: int, key: str, path: Path) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{key!r} in {path} must be one-dimensional, got shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(
+                f"{key!r} in {path} holds non-integer values, but with a 'classes' array the "
+                "labels must be integer indices into it"
+            )
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iub":
+        raise DataError(
+            f"{key!r} in {path} has dtype {y.dtype}; with a 'classes' array the labels must be "
+            "integer indices into it (or drop 'classes' to use the label values themselves)"
+        )
+    y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(
+            f"{key!r} in {path} holds index {int(y.min() if y.min() < 0 else y.max())}, outside "
+            f"0..{n_classes - 1} for the {n_classes} entries of 'classes'"
+        )
+    return y
+
+
+def _npz_features(X: np.ndarray, key: str, path: Path, layout: Optional[str]) -> np.ndarray:
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{key!r} in {path} has dtype {X.dtype}; features must be numeric")
+    if X.ndim in (3, 4):
+        X = _scale_images(X, f"{key!r} in {path}")
+        X = _to_channels_first(X, layout)
+    return X
+
+
+def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomState = 0) -> DatasetSplits:
+    """Load a dataset from a NumPy ``.npz`` archive (never unpickles).
+
+    Recognised keys (any letter case: ``X_train`` works like ``x_train``):
+
+    * ``x_train``, ``y_train``, ``x_test``, ``y_test`` -- a ready split; or
+    * ``x``, ``y`` -- one array pair, split stratified with ``test_size`` / ``random_state``;
+    * optional ``ids_train``, ``ids_test`` (or ``ids`` with ``x``/``y``): sample ids
+      (default: row numbers);
+    * optional ``classes``: 1-D strings or ints; ``y`` are then indices into it;
+    * optional ``is_poison_train`` (or ``is_poison``): ground truth of a simulated poisoning;
+    * optional ``layout``: ``"NCHW"`` or ``"NHWC"`` to say how 4-D images are laid out
+      (written by :func:`save_npz`; otherwise guessed, see below).
+
+    Images may be ``N x H x W``, ``N x C x H x W`` or channels-last ``N x H x W x C`` (with C
+    in 1, 3, 4 and H, W > 4); they become ``N x C x H x W``. uint8 (or other integer 0..255)
+    images are divided by 255; float images must already be in [0, 1]. 2-D arrays are tables
+    and keep their raw values.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.npz`` file.
+    test_size : float, default=0.3
+        Test fraction per class, only used with the ``x``/``y`` layout.
+    random_state : int or numpy.random.Generator, default=0
+        Seed of that split.
+
+    Returns
+    -------
+    DatasetSplits
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> np.savez("toy.npz", x=rng.random((40, 3)), y=np.repeat(["cat", "dog"], 20))  # doctest: +SKIP
+    >>> load_npz("toy.npz").train.classes  # doctest: +SKIP
+    ('cat', 'dog')
+    """
+    p = _existing_file(path)
+    reader = _NpzReader(p)
+    try:
+        return _load_npz(reader, p, test_size, random_state)
+    finally:
+        reader.close()
+
+
+def _load_npz(reader: _NpzReader, p: Path, test_size: float, random_state: RandomState) -> DatasetSplits:
+    split_keys = ("x_train", "y_train", "x_test", "y_test")
+    has_split = [k for k in split_keys if k in reader]
+    has_single = "x" in reader or "y" in reader
+    available = sorted(reader.keys.values())
+    if has_split and has_single:
+        raise DataError(
+            f"{p} holds both a ready split ({', '.join(has_split)}) and a single x/y pair; "
+            "keep only one layout"
+        )
+    if not has_split and not has_single:
+        raise DataError(
+            f"{p} holds none of the expected arrays (x_train, y_train, x_test, y_test, or x "
+            f"and y); it holds: {available}"
+        )
+    name = _stem(p)
+    layout = None
+    if "layout" in reader:
+        layout = str(np.asarray(reader.get("layout")).reshape(-1)[0]).upper()
+        if layout not in ("NCHW", "NHWC"):
+            raise DataError(f"'layout' in {p} must be 'NCHW' or 'NHWC', got {layout!r}")
+    classes = _npz_classes(reader.get("classes"), p) if "classes" in reader else None
+
+    if has_single:
+        missing = [k for k in ("x", "y") if k not in reader]
+        if missing:
+            raise DataError(f"{p} has x/y layout but lacks {missing[0]!r}; it holds: {available}")
+        X = _npz_features(reader.get("x"), "x", p, layout)
+        y = reader.get("y")
+        ids = reader.get("ids")
+        is_poison = reader.get("is_poison")
+        with _context(str(p)):
+            if classes is not None:
+                y_idx = _npz_label_indices(y, len(classes), "y", p)
+                full = _from_indices(X, y_idx, classes, ids=ids, is_poison=is_poison, name=name)
+            else:
+                full = Dataset.from_arrays(X, y, ids=ids, is_poison=is_poison, name=name)
+        return _split_dataset(full, test_size, random_state, name=name, source=str(p))
+
+    missing = [k for k in split_keys if k not in reader]
+    if missing:
+        raise DataError(
+            f"{p} lacks {', '.join(repr(k) for k in missing)}; a split archive needs x_train, "
+            f"y_train, x_test and y_test (or a single x/y pair); it holds: {available}"
+        )
+    Xtr = _npz_features(reader.get("x_train"), "x_train", p, layout)
+    Xte = _npz_features(reader.get("x_test"), "x_test", p, layout)
+    if Xtr.ndim != Xte.ndim or Xtr.shape[1:] != Xte.shape[1:]:
+        raise DataError(
+            f"in {p}, x_train has samples of shape {Xtr.shape[1:]} but x_test has "
+            f"{Xte.shape[1:]}; both splits must have the same features"
+        )
+    ytr, yte = reader.get("y_train"), reader.get("y_test")
+    for key, arr in (("y_train", ytr), ("y_test", yte)):
+        if arr.ndim != 1:
+            raise DataError(f"{key!r} in {p} must be one-dimensional, got shape {arr.shape}")
+    ids_tr, ids_te = reader.get("ids_train"), reader.get("ids_test")
+    is_poison = reader.get("is_poison_train")
+    if is_poison is None:
+        is_poison = reader.get("is_poison")
+    if classes is not None:
+        ytr_idx = _npz_label_indices(ytr, len(classes), "y_train", p)
+        yte_idx = _npz_label_indices(yte, len(classes), "y_test", p)
+        with _context(f"{p} (training split)"):
+            train = _from_indices(Xtr, ytr_idx, classes, ids=ids_tr, is_poison=is_poison, name=name)
+        with _context(f"{p} (test split)"):
+            test = _from_indices(Xte, yte_idx, classes, ids=ids_te, name=name, min_classes=1)
+    else:
+        with _context(str(p)):
+            shared = _shared_classes([ytr, yte], ["y_train", "y_test"])
+        with _context(f"{p} (training split)"):
+            train = Dataset.from_arrays(Xtr, ytr, ids=ids_tr, classes=shared, is_poison=is_poison, name=name)
+        with _context(f"{p} (test split)"):
+            test = Dataset.from_arrays(Xte, yte, ids=ids_te, classes=shared, name=name, min_classes=1)
+    return DatasetSplits(train=train, test=test, name=name, source=str(p))
+
+
+def _plain_array(values: Any, what: str) -> np.ndarray:
+    """ids/classes as a numeric or unicode array (never object), so allow_pickle=False works."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuU":
+        return arr
+    if arr.dtype.kind == "S":
+        return arr.astype(str)
+    if arr.dtype.kind == "f":
+        return arr
+    items = arr.tolist()
+    if all(isinstance(v, str) for v in items):
+        return np.asarray(items, dtype=str)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        return np.asarray(items, dtype=np.int64)
+    raise DataError(
+        f"{what} mix types ({sorted({type(v).__name__ for v in items})}); they must all be "
+        "strings or all integers to be saved without pickling"
+    )
+
+
+def save_npz(
+    splits: DatasetSplits,
+    path: PathLike,
+    *,
+    include_ground_truth: bool = False,
+    compress: bool = False,
+) -> Path:
+    """Write splits to an ``.npz`` archive that :func:`load_npz` reads back exactly.
+
+    Keys written: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``y`` as int indices),
+    ``ids_train``, ``ids_test``, ``classes`` (a unicode or integer array -- never objects, so
+    the file loads with ``allow_pickle=False``), ``layout`` (``"NCHW"``, for images), and
+    ``is_poison_train`` only if ``include_ground_truth`` and the training set has ground
+    truth. Metadata columns (contributor, source ...) are not stored.
+
+    The file is written atomically. As with :func:`numpy.savez`, ``.npz`` is appended to a
+    name without that suffix.
+
+    Parameters
+    ----------
+    splits : DatasetSplits
+    path : str or Path
+    include_ground_truth : bool, default=False
+        Also store ``is_poison_train`` (for sharing a simulated poisoning with its answers).
+    compress : bool, default=False
+        Use :func:`numpy.savez_compressed`.
+
+    Returns
+    -------
+    Path
+        The path written.
+
+    Examples
+    --------
+    >>> splits = load_sklearn("iris")
+    >>> out = save_npz(splits, "iris.npz")  # doctest: +SKIP
+    >>> load_npz(out).train.ids.tolist() == splits.train.ids.tolist()  # doctest: +SKIP
+    True
+    """
+    if not isinstance(splits, DatasetSplits):
+        raise ConfigError(f"save_npz expects a DatasetSplits, got {type(splits).__name__}")
+    p = _as_path(path)
+    if p.suffix.lower() != ".npz":
+        p = p.with_name(p.name + ".npz")
+    train, test = splits.train, splits.test
+    arrays = {
+        "x_train": np.asarray(train.X),
+        "y_train": np.asarray(train.y, dtype=np.int64),
+        "x_test": np.asarray(test.X),
+        "y_test": np.asarray(test.y, dtype=np.int64),
+        "ids_train": _plain_array(train.ids, "training ids"),
+        "ids_test": _plain_array(test.ids, "test ids"),
+        "classes": _plain_array(list(train.classes), "classes"),
+    }
+    if train.X.ndim == 4:
+        arrays["layout"] = np.array("NCHW")
+    if include_ground_truth and train.is_poison is not None:
+        arrays["is_poison_train"] = np.asarray(train.is_poison, dtype=bool)
+    saver = np.savez_compressed if compress else np.savez
+    with atomic_path(p) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: numpy appends no suffix
+            saver(fh, **arrays)
+    return p
+
+
+# ----------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------
+def _table_kind(p: Path) -> str:
+    low = p.name.lower()
+    if low.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if low.endswith((".tsv", ".tsv.gz")):
+        return "tsv"
+    if low.endswith((".parquet", ".pq")):
+        return "parquet"
+    raise DataError(
+        f"cannot tell the format of {p} from its name; supported table files end in "
+        f"{', '.join(_TABLE_SUFFIXES)}"
+    )
+
+
+def _read_table(path: PathLike) -> tuple[pd.DataFrame, Path]:
+    p = _existing_file(path)
+    kind = _table_kind(p)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty; it needs a header row and at least one data row")
+    try:
+        if kind == "parquet":
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p, sep="," if kind == "csv" else "\t")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p} is empty; it needs a header row and at least one data row") from None
+    except pd.errors.ParserError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not parse {p}: {msg}; check the delimiter and quoting") from None
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
+    if df.shape[1] == 0:
+        raise DataError(f"{p} has no columns; it needs a header row and at least one data row")
+    if len(df) == 0:
+        raise DataError(f"{p} has a header but no data rows")
+    df.columns = [str(c) for c in df.columns]
+    dup = pd.Index(df.columns)[pd.Index(df.columns).duplicated()]
+    if len(dup):
+        raise DataError(f"{p} has the column {dup[0]!r} more than once; rename one of them")
+    return df, p
+
+
+def _need_column(df: pd.DataFrame, col: str, role: str, p: Path) -> None:
+    if col not in df.columns:
+        raise DataError(
+            f"{role} column {col!r} not found in {p}; available columns: {list(df.columns)}"
+        )
+
+
+def _column_values(series: pd.Series) -> np.ndarray:
+    """A column as a plain numpy array (strings as object, numbers as numbers)."""
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        if series.isna().any():
+            return series.to_numpy(dtype=np.float64, na_value=np.nan)
+        return series.to_numpy()
+    if pd.api.types.is_bool_dtype(series.dtype):
+        if series.isna().any():
+            return series.to_numpy(dtype=object, na_value=None)
+        return series.to_numpy(dtype=bool)
+    return series.to_numpy(dtype=object, na_value=None)
+
+
+def _table_dataset(
+    df: pd.DataFrame,
+    p: Path,
+    *,
+    label: str,
+    features: list[str],
+    id_col: Optional[str],
+    contributor: Optional[str],
+    source: Optional[str],
+    classes: Optional[tuple],
+    name: str,
+    min_classes: int,
+) -> Dataset:
+    _need_column(df, label, "label", p)
+    for col in features:
+        _need_column(df, col, "feature", p)
+    for col, role in ((id_col, "id"), (contributor, "contributor"), (source, "source")):
+        if col is not None:
+            _need_column(df, col, role, p)
+    for col in features:
+        dtype = df[col].dtype
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+            bad = df[col].dropna()
+            example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
+            raise DataError(
+                f"feature column {col!r} in {p} is not numeric{example}; encode it as numbers "
+                "or leave it out of features"
+            )
+    Xdf = df[features]
+    na = Xdf.isna().to_numpy()
+    if na.any():
+        rows, cols = np.nonzero(na)
+        bad_cols = [features[c] for c in np.unique(cols)]
+        raise DataError(
+            f"feature column {bad_cols[0]!r} in {p} has missing values (first in data row "
+            f"{int(rows[0])}; {int(na.any(axis=1).sum())} rows affected, columns {bad_cols}); "
+            "impute or drop those rows first"
+        )
+    X = Xdf.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        rows, cols = np.nonzero(~np.isfinite(X))
+        raise DataError(
+            f"feature column {features[cols[0]]!r} in {p} has infinite values (first in data "
+            f"row {int(rows[0])}); replace or drop them"
+        )
+    y = _column_values(df[label])
+    if id_col is None:
+        ids = np.arange(len(df), dtype=np.int64)
+    else:
+        if df[id_col].isna().any():
+            raise DataError(f"id column {id_col!r} in {p} has missing values; every row needs an id")
+        ids = _plain_array(_column_values(df[id_col]), f"ids in column {id_col!r}")
+    meta = pd.DataFrame(index=range(len(df)))
+    for col, key in ((source, "source"), (contributor, "contributor")):
+        if col is not None:
+            meta[key] = df[col].to_numpy(dtype=object, na_value=None)
+    with _context(f"{p} (label column {label!r})"):
+        return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
+
+
+def load_table(
+    path: PathLike,
+    *,
+    label: str,
+    features: Optional[Sequence[str]] = None,
+    id_col: Optional[str] = None,
+    contributor: Optional[str] = None,
+    source: Optional[str] = None,
+    test_size: float = 0.3,
+    random_state: RandomState = 0,
+    test_path: Optional[PathLike] = None,
+) -> DatasetSplits:
+    """Load a CSV, TSV or Parquet table (format from the extension; ``.csv.gz`` works).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet`` or ``.pq``.
+    label : str
+        Name of the label column (integers or strings).
+    features : list of str, optional
+        Feature columns, in this order. Default: every numeric (or boolean) column except the
+        label, id, contributor and source columns; skipped non-numeric columns are reported
+        with a warning.
+    id_col : str, optional
+        Column with unique sample ids. Default: the data row number (0 = first row after the
+        header).
+    contributor, source : str, optional
+        Columns copied into the provenance metadata as ``contributor`` / ``source``.
+    test_size : float, default=0.3
+        Test fraction per class (stratified split), unless ``test_path`` is given.
+    random_state : int or numpy.random.Generator, default=0
+        Seed of the split.
+    test_path : str or Path, optional
+        A second table with the same columns used as the test split instead of splitting.
+
+    Returns
+    -------
+    DatasetSplits
+        Features as float32 with raw values; ``classes`` sorted label values.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> pd.DataFrame({"a": range(10), "b": [0.5] * 10, "y": ["no", "yes"] * 5}).to_csv(
+    ...     "toy.csv", index=False)  # doctest: +SKIP
+    >>> load_table("toy.csv", label="y").train.X.shape  # doctest: +SKIP
+    (6, 2)
+    """
+    if not isinstance(label, str) or not label:
+        raise ConfigError(f"label must be the name of the label column (a string), got {label!r}")
+    if features is not None:
+        if isinstance(features, str):
+            features = [features]
+        features = [str(f) for f in features]
+        if not features:
+            raise ConfigError("features is empty; name at least one feature column or leave it as None")
+        if len(set(features)) != len(features):
+            raise ConfigError(f"features lists a column twice: {features}")
+        for role, col in (("label", label), ("id", id_col), ("contributor", contributor), ("source", source)):
+            if col is not None and col in features:
+                raise ConfigError(f"{role} column {col!r} is also listed in features; remove it from features")
+    df, p = _read_table(path)
+    reserved = {c for c in (label, id_col, contributor, source) if c is not None}
+    if features is None:
+        _need_column(df, label, "label", p)
+        features, skipped = [], []
+        for col in df.columns:
+            if col in reserved:
+                continue
+            dtype = df[col].dtype
+            if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+                features.append(col)
+            else:
+                skipped.append(col)
+        if not features:
+            raise DataError(
+                f"{p} has no numeric feature columns besides {sorted(reserved)}; non-numeric "
+                f"columns: {skipped}; encode them as numbers first"
+            )
+        if skipped:
+            warnings.warn(
+                f"{p}: non-numeric columns {skipped} are not used as features; pass "
+                "features=[...] to choose the columns explicitly",
+                UserWarning,
+                stacklevel=2,
+            )
+    name = _stem(p)
+    common = dict(label=label, features=list(features), id_col=id_col, contributor=contributor, source=source, name=name)
+    if test_path is None:
+        full = _table_dataset(df, p, classes=None, min_classes=2, **common)
+        return _split_dataset(full, test_size, random_state, name=name, source=str(p))
+    df_test, p_test = _read_table(test_path)
+    _need_column(df_test, label, "label", p_test)
+    with _context(f"{p} and {p_test}"):
+        shared = _shared_classes(
+            [_column_values(df[label]), _column_values(df_test[label])], [p.name, p_test.name]
+        )
+    train = _table_dataset(df, p, classes=shared, min_classes=2, **common)
+    test = _table_dataset(df_test, p_test, classes=shared, min_classes=1, **common)
+    return DatasetSplits(train=train, test=test, name=name, source=str(p))
+
+
+# ----------------------------------------------------------------------------------------
+# image folders
+# ----------------------------------------------------------------------------------------
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.startswith("__")
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not _is_hidden(d.name))
+
+
+def _images_under(d: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(d, followlinks=False):
+        dirnames[:] = sorted(n for n in dirnames if not _is_hidden(n))
+        for fn in filenames:
+            if not _is_hidden(fn) and fn.lower().endswith(_IMAGE_SUFFIXES):
+                out.append(Path(dirpath) / fn)
+    return sorted(out)
+
+
+def _collect_images(root: Path) -> dict[str, list[Path]]:
+    """class name -> image files, for ``root/<class>/...`` (classes without images dropped)."""
+    found = {}
+    for d in _class_dirs(root):
+        files = _images_under(d)
+        if files:
+            found[d.name] = files
+    return found
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "F")
+
+
+def _check_size(size: Any) -> Optional[tuple[int, int]]:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = size
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"size must be a pair of positive integers (H, W), got {size!r}")
+    return int(h), int(w)
+
+
+def _open_error(f: Path, exc: BaseException) -> DataError:
+    return DataError(
+        f"cannot read image {f}: {exc}; the file is corrupt or not an image -- fix or remove it"
+    )
+
+
+def _load_image(f: Path, grey: bool, size: Optional[tuple[int, int]]) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            im.load()
+            mode = im.mode
+            if grey and (mode.startswith("I;16") or mode == "I"):
+                arr = np.asarray(im, dtype=np.float32) / np.float32(65535.0)
+                img = Image.fromarray(np.clip(arr, 0, 1).astype(np.float32), mode="F")
+            elif grey:
+                img = im.convert("L")
+            elif mode.startswith("I;16") or mode == "I":
+                arr = np.clip(np.asarray(im, dtype=np.float32) / np.float32(65535.0), 0, 1)
+                img = Image.fromarray(np.round(arr * 255).astype(np.uint8), mode="L").convert("RGB")
+            else:
+                img = im.convert("RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(img)
+    except Image.DecompressionBombError as exc:
+        raise _open_error(f, exc) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _open_error(f, exc) from None
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / np.float32(255.0)
+    arr = arr.astype(np.float32, copy=False)
+    return arr[None, :, :] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _image_set(
+    root: Path,
+    files: list[tuple[Path, str]],
+    *,
+    size: Optional[tuple[int, int]],
+    grayscale: Optional[bool],
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Read (file, class) pairs into an N x C x H x W array; check sizes, modes, corruption."""
+    from PIL import Image
+
+    first: Optional[tuple[Path, tuple[int, int]]] = None
+    all_grey = True
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                mode, (w, h) = im.mode, im.size
+        except Image.DecompressionBombError as exc:
+            raise _open_error(f, exc) from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise _open_error(f, exc) from None
+        all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
+        if size is None:
+            if first is None:
+                first = (f, (h, w))
+            elif first[1] != (h, w):
+                raise DataError(
+                    f"images have different sizes: {first[0].relative_to(root).as_posix()} is "
+                    f"{first[1][0]}x{first[1][1]} (HxW) but {f.relative_to(root).as_posix()} is "
+                    f"{h}x{w}; pass size=(H, W) to resize them all to one size"
+                )
+    grey = all_grey if grayscale is None else bool(grayscale)
+    arrays = [_load_image(f, grey, size) for f, _ in files]
+    X = np.stack(arrays).astype(np.float32, copy=False)
+    ids = [f.relative_to(root).as_posix() for f, _ in files]
+    labels = [c for _, c in files]
+    return X, ids, labels
+
+
+def load_image_folder(
+    path: PathLike,
+    *,
+    size: Optional[Union[int, tuple[int, int]]] = None,
+    grayscale: Optional[bool] = None,
+    test_size: float = 0.3,
+    random_state: RandomState = 0,
+) -> DatasetSplits:
+    """Load a folder of images with one sub-folder per class (read with Pillow).
+
+    Two layouts are recognised:
+
+    * ``root/<class>/<image>`` -- split stratified with ``test_size`` / ``random_state``;
+    * ``root/train/<class>/<image>`` and ``root/test/<class>/<image>`` -- a ready split.
+
+    Images are ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` or ``.gif`` (first frame), found
+    recursively inside each class folder; hidden files and other extensions are ignored.
+
+    Parameters
+    ----------
+    path : str or Path
+        The root folder.
+    size : (int, int) or int, optional
+        Resize every image to ``(H, W)`` (bilinear). Required when images differ in size.
+    grayscale : bool, optional
+        True: convert to one channel; False: to RGB. Default: one channel if every image is
+        single-channel (greyscale), else RGB (C = 3; alpha is dropped).
+    test_size : float, default=0.3
+    random_state : int or numpy.random.Generator, default=0
+        Split parameters for the one-folder layout.
+
+    Returns
+    -------
+    DatasetSplits
+        ``X`` as ``N x C x H x W`` float32 in [0, 1]; ``classes`` the sorted folder names;
+        ``ids`` the paths relative to ``path`` (e.g. ``"cat/001.png"``).
+
+    Examples
+    --------
+    >>> splits = load_image_folder("pets/", size=(32, 32))  # doctest: +SKIP
+    >>> splits.train.ids[0]  # doctest: +SKIP
+    'dog/0042.jpg'
+    """
+    root = _as_path(path)
+    if not root.exists():
+        raise DataError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; load_image_folder expects root/<class>/<image>")
+    size_hw = _check_size(size)
+    if grayscale is not None and not isinstance(grayscale, (bool, np.bool_)):
+        raise ConfigError(f"grayscale must be True, False or None, got {grayscale!r}")
+    name = root.resolve().name or "images"
+    layout_hint = (
+        "expected root/<class>/<image> or root/train/<class>/<image> + root/test/<class>/<image>"
+        f" with images ending in {', '.join(_IMAGE_SUFFIXES)}"
+    )
+    train_dir, test_dir = root / "train", root / "test"
+    train_found = _collect_images(train_dir) if train_dir.is_dir() else {}
+    test_found = _collect_images(test_dir) if test_dir.is_dir() else {}
+    if train_found or test_found:
+        if not train_found or not test_found:
+            have, lack = ("train", "test") if train_found else ("test", "train")
+            raise DataError(
+                f"{root} has {have}/<class>/ folders with images but no {lack}/<class>/ images; "
+                f"add {lack}/ or move the class folders up to {root} to have them split"
+            )
+        classes = tuple(sorted(set(train_found) | set(test_found)))
+        parts = {}
+        for split, found in (("train", train_found), ("test", test_found)):
+            files = [(f, c) for c in sorted(found) for f in found[c]]
+            X, ids, labels = _image_set(root, files, size=size_hw, grayscale=grayscale)
+            parts[split] = (X, ids, labels)
+        Xtr, Xte = parts["train"][0], parts["test"][0]
+        if Xtr.shape[1:] != Xte.shape[1:]:
+            raise DataError(
+                f"training images are {Xtr.shape[1]}x{Xtr.shape[2]}x{Xtr.shape[3]} (CxHxW) but "
+                f"test images are {Xte.shape[1]}x{Xte.shape[2]}x{Xte.shape[3]}; pass size=(H, W) "
+                "and/or grayscale= to make them match"
+            )
+        with _context(f"{root} (training split)"):
+            train = Dataset.from_arrays(Xtr, parts["train"][2], ids=np.asarray(parts["train"][1]),
+                                        classes=classes, name=name)
+        with _context(f"{root} (test split)"):
+            test = Dataset.from_arrays(Xte, parts["test"][2], ids=np.asarray(parts["test"][1]),
+                                       classes=classes, name=name, min_classes=1)
+        return DatasetSplits(train=train, test=test, name=name, source=str(root))
+    found = _collect_images(root)
+    if not found:
+        raise DataError(f"no images found in class sub-folders of {root}; {layout_hint}")
+    files = [(f, c) for c in sorted(found) for f in found[c]]
+    X, ids, labels = _image_set(root, files, size=size_hw, grayscale=grayscale)
+    with _context(str(root)):
+        full = Dataset.from_arrays(X, labels, ids=np.asarray(ids), name=name)
+    return _split_dataset(full, test_size, random_state, name=name, source=str(root))
+
+
+# ----------------------------------------------------------------------------------------
+# dispatch and listing
+# ----------------------------------------------------------------------------------------
+def _check_kwargs(func: Any, kwargs: dict, what: str, extra: Sequence[str] = ()) -> None:
+    params = inspect.signature(func).parameters
+    accepted = list(extra) + [n for n, prm in params.items() if prm.kind == prm.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{what} does not take option(s) {unknown}; it accepts {accepted or 'no options'}"
+        )
+
+
+def _known_names_text() -> str:
+    return (
+        f"known names: {', '.join(_KNOWN_NAMES)} (also 'breast-cancer', 'fashion_mnist', "
+        "'fmnist'), or a path to a .npz/.csv/.csv.gz/.tsv/.parquet file, a folder of IDX files "
+        "or a folder of class sub-folders with images"
+    )
+
+
+def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> DatasetSplits:
+    """Load a dataset by name or path, choosing the loader from what ``spec`` is.
+
+    * ``"digits"``, ``"breast_cancer"`` (``"breast-cancer"``), ``"wine"``, ``"iris"``
+      -> :func:`load_sklearn`;
+    * ``"fashion-mnist"`` (``"fashion_mnist"``, ``"fmnist"``) -> :func:`load_fashion_mnist`;
+    * a ``.npz`` file -> :func:`load_npz`;
+    * a ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet`` file -> :func:`load_table`
+      (needs ``label=``);
+    * a folder holding MNIST-style IDX files -> :func:`load_fashion_mnist`;
+    * any other folder -> :func:`load_image_folder`.
+
+    Parameters
+    ----------
+    spec : str or Path
+        A known name or a path.
+    **kwargs
+        Passed to the chosen loader (e.g. ``test_size``, ``random_state``, ``label``,
+        ``size``, ``limit_train``); an option the loader does not take raises ConfigError.
+
+    Returns
+    -------
+    DatasetSplits
+
+    Examples
+    --------
+    >>> load_dataset("iris", random_state=1).train.n_classes
+    3
+    >>> load_dataset("data/loans.csv", label="default")  # doctest: +SKIP
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(f"dataset must be a name or a path, got {type(spec).__name__}")
+    text = os.fspath(spec)
+    if isinstance(spec, str):
+        key = text.strip().lower()
+        if _sklearn_key(key) is not None:
+            _check_kwargs(load_sklearn, kwargs, f"dataset {text!r}")
+            return load_sklearn(key, **kwargs)
+        if key in _FASHION_NAMES:
+            _check_kwargs(load_fashion_mnist, kwargs, f"dataset {text!r}", extra=("directory",))
+            return load_fashion_mnist(**kwargs)
+    p = Path(os.path.expanduser(text))
+    if not p.exists():
+        looks_like_path = (
+            os.sep in text or "/" in text or p.name.lower().endswith(_TABLE_SUFFIXES + (".npz",))
+        )
+        if looks_like_path:
+            raise DataError(f"file not found: {p}; {_known_names_text()}")
+        raise DataError(f"unknown dataset {text!r} and no such file; {_known_names_text()}")
+    if p.is_dir():
+        if any(_fashion_file(p, base) for base in _FASHION_FILES.values()):
+            _check_kwargs(load_fashion_mnist, kwargs, f"IDX folder {p}")
+            return load_fashion_mnist(p, **kwargs)
+        _check_kwargs(load_image_folder, kwargs, f"image folder {p}")
+        return load_image_folder(p, **kwargs)
+    low = p.name.lower()
+    if low.endswith(".npz"):
+        _check_kwargs(load_npz, kwargs, f"npz file {p}")
+        return load_npz(p, **kwargs)
+    if low.endswith(_TABLE_SUFFIXES):
+        _check_kwargs(load_table, kwargs, f"table {p}")
+        if "label" not in kwargs:
+            raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
+        return load_table(p, **kwargs)
+    raise DataError(
+        f"cannot tell how to load {p}; supported files end in .npz, "
+        f"{', '.join(_TABLE_SUFFIXES)}, or give a folder of images or IDX files"
+    )
+
+
+def _idx_dims(path: Path) -> tuple[int, ...]:
+    head = _read_raw(path, 4)
+    if len(head) < 4:
+        raise DataError(f"{path} is truncated")
+    ndim = head[3]
+    buf = _read_raw(path, 4 + 4 * ndim)
+    return _idx_header(buf, path)[1]
+
+
+def available_datasets() -> list[dict]:
+    """List the named datasets, their sizes and whether they can be loaded here.
+
+    Fashion-MNIST is not loaded: sizes come from the IDX headers (or the published sizes when
+    the files are missing). ``n_train`` / ``n_test`` are for the default split.
+
+    Returns
+    -------
+    list of dict
+        Keys ``name``, ``kind`` (``"image"`` or ``"tabular"``), ``n_train``, ``n_test``,
+        ``shape`` (one sample), ``n_classes``, ``available`` (bool) and ``location``
+        (``"scikit-learn (bundled)"``, the directory found, or why it is missing).
+
+    Examples
+    --------
+    >>> [d["name"] for d in available_datasets()]
+    ['digits', 'breast_cancer', 'wine', 'iris', 'fashion-mnist']
+    """
+    rows = []
+    for key, (kind, _) in SKLEARN_DATASETS.items():
+        bunch = _sklearn_bunch(key)
+        counts = np.bincount(np.asarray(bunch.target, dtype=np.int64))
+        n_test = int(sum(_split_sizes(int(n), 0.3) for n in counts if n >= 2))
+        shape = (1,) + tuple(bunch.images.shape[1:]) if key == "digits" else tuple(bunch.data.shape[1:])
+        rows.append(dict(
+            name=key, kind=kind, n_train=int(counts.sum()) - n_test, n_test=n_test,
+            shape=shape, n_classes=len(bunch.target_names), available=True,
+            location="scikit-learn (bundled)",
+        ))
+    row = dict(name="fashion-mnist", kind="image", n_train=60000, n_test=10000,
+               shape=(1, 28, 28), n_classes=10, available=False, location="")
+    d = find_fashion_mnist()
+    if d is None:
+        where, how = _fashion_candidates(None)
+        row["location"] = f"not found in {where} ({how}): {_FASHION_MISSING_HINT}"
+    else:
+        files, _ = _fashion_files(d)
+        try:
+            train_dims = _idx_dims(files["train_images"])
+            test_dims = _idx_dims(files["test_images"])
+            row.update(n_train=train_dims[0], n_test=test_dims[0],
+                       shape=(1,) + tuple(train_dims[1:]), available=True, location=str(d))
+        except DataError as exc:
+            row["location"] = f"unreadable: {exc}"
+    rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------
+# ground truth
+# ----------------------------------------------------------------------------------------
+def save_ground_truth(dataset: Dataset, path: PathLike) -> Path:
+    """Write a simulated poisoning's answers as CSV with columns ``id,is_poison`` (0/1).
+
+    Written atomically. Raises DataError when the dataset has no ground truth.
+
+    Examples
+    --------
+    >>> save_ground_truth(poisoned.train, "truth.csv")  # doctest: +SKIP
+    """
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"save_ground_truth expects a Dataset, got {type(dataset).__name__}")
+    if dataset.is_poison is None:
+        raise DataError(
+            "the dataset has no ground truth (is_poison is None); only datasets returned by an "
+            "attack (a simulated poisoning) have it"
+        )
+    p = _as_path(path)
+    df = pd.DataFrame({"id": np.asarray(dataset.ids), "is_poison": np.asarray(dataset.is_poison, dtype=np.int8)})
+    with atomic_path(p) as tmp:
+        df.to_csv(tmp, index=False)
+    return p
+
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def load_ground_truth(path: PathLike, ids: Any) -> np.ndarray:
+    """Read an ``id,is_poison`` CSV and align it to ``ids``.
+
+    Ids are matched as text, so ``7`` in the file matches the id ``7`` of a dataset whether
+    it is stored as an int or a string. Extra ids in the file are ignored; ids absent from the
+    file raise DataError.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV with columns ``id`` and ``is_poison`` (0/1 or true/false).
+    ids : array-like
+        The ids to align to, e.g. ``dataset.ids``.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(ids),)
+
+    Examples
+    --------
+    >>> truth = load_ground_truth("truth.csv", splits.train.ids)  # doctest: +SKIP
+    """
+    p = _existing_file(path)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty; expected a CSV with columns id,is_poison")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p} is empty; expected a CSV with columns id,is_poison") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"could not read {p} as CSV: {exc}") from None
+    for col in ("id", "is_poison"):
+        if col not in df.columns:
+            raise DataError(f"{p} lacks the column {col!r}; available columns: {list(df.columns)}")
+    keys = df["id"].to_numpy(dtype=object)
+    dup = pd.Series(keys)[pd.Series(keys).duplicated()]
+    if len(dup):
+        raise DataError(f"{p} lists id {dup.iloc[0]!r} more than once")
+    flags = []
+    for i, v in enumerate(df["is_poison"].to_numpy(dtype=object)):
+        s = str(v).strip().lower()
+        if s in _TRUE:
+            flags.append(True)
+        elif s in _FALSE:
+            flags.append(False)
+        else:
+            raise DataError(f"{p}: is_poison in data row {i} is {v!r}; use 0/1 or true/false")
+    lookup = dict(zip(keys.tolist(), flags))
+    wanted = [str(i) for i in np.asarray(ids).tolist()]
+    missing = [i for i in wanted if i not in lookup]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(wanted)} ids are not in {p} (first: {missing[:5]}); the "
+            "ground truth must cover every sample"
+        )
+    return np.fromiter((lookup[i] for i in wanted), dtype=bool, count=len(wanted))

@@ -1,0 +1,1 @@
+"""Defences: detectors (sanitisation), robust training, model inspection, certificates."""

@@ -1,0 +1,121 @@
+"""The Detector contract: ``fit(dataset, model=None)``, ``scores_``, ``flag(budget= | threshold=)``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from mithridate.data.dataset import Dataset
+from mithridate.errors import ConfigError, DataError
+
+
+class Detector:
+    """Base class for sanitisation detectors.
+
+    Subclasses implement ``_score(features, y) -> scores``. Detectors never mutate data and
+    never read ``is_poison``. The representation they read is explicit: ``layer`` names a layer
+    of the model passed to :meth:`fit`; without a model, the raw (flattened) features are used.
+
+    Attributes
+    ----------
+    scores_ : ndarray of shape (n_samples,)
+        Suspicion per sample; higher means more likely poisoned.
+    ids_ : ndarray
+        The dataset ids the scores belong to.
+    """
+
+    name = "detector"
+    layer: Optional[str] = "penultimate"
+
+    def features_for(self, dataset: Dataset, model: Any = None) -> np.ndarray:
+        if model is None:
+            return np.asarray(dataset.X, dtype=np.float32).reshape(len(dataset), -1)
+        if self.layer is None:
+            raise ConfigError(f"{self.name}: a model was given but no layer to read; pass layer=...")
+        feats = np.asarray(model.features(dataset.X, layer=self.layer), dtype=np.float32)
+        if feats.shape[0] != len(dataset):
+            raise DataError(f"model returned {feats.shape[0]} feature rows for {len(dataset)} samples")
+        return feats.reshape(len(dataset), -1)
+
+    def fit(self, dataset: Dataset, model: Any = None, *, features: Optional[np.ndarray] = None) -> "Detector":
+        """Score every sample of ``dataset``.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            The (possibly poisoned) training set.
+        model : Model, optional
+            A model trained on ``dataset``; its layer ``self.layer`` is read.
+        features : ndarray of shape (n_samples, d), optional
+            Precomputed features (takes precedence over ``model``), e.g. to share one forward
+            pass between several detectors.
+        """
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
+        if features is None:
+            features = self.features_for(dataset, model)
+        features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+        if len(features) != len(dataset):
+            raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
+        if not np.all(np.isfinite(features)):
+            raise DataError(f"{self.name}: features contain NaN or infinite values")
+        scores = np.asarray(self._score(features, np.asarray(dataset.y)), dtype=np.float64)
+        self.scores_ = scores
+        self.y_ = np.asarray(dataset.y)
+        self.ids_ = np.asarray(dataset.ids)
+        return self
+
+    def _score(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "scores_"):
+            raise ConfigError(f"{self.name} is not fitted yet; call fit() first")
+
+    def default_threshold(self) -> float:
+        """Threshold used by :meth:`flag` when neither budget nor threshold is given."""
+        raise ConfigError(f"{self.name} has no default threshold; pass budget= or threshold=")
+
+    def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:
+        """Boolean mask of flagged samples.
+
+        Parameters
+        ----------
+        budget : float in (0, 1), optional
+            Flag the top ``ceil(budget * n)`` scores (subclasses may apply it per class).
+        threshold : float, optional
+            Flag scores strictly above it.
+        With neither, the detector's :meth:`default_threshold` is used.
+        """
+        self._check_fitted()
+        if budget is not None and threshold is not None:
+            raise ConfigError("pass either budget or threshold, not both")
+        if budget is not None:
+            return self._flag_budget(_check_budget(budget))
+        if threshold is None:
+            threshold = self.default_threshold()
+        return self.scores_ > float(threshold)
+
+    def _flag_budget(self, budget: float) -> np.ndarray:
+        return top_k_mask(self.scores_, math.ceil(budget * len(self.scores_)))
+
+
+def _check_budget(budget: Any) -> float:
+    try:
+        b = float(budget)
+    except (TypeError, ValueError):
+        raise ConfigError(f"budget must be a number in (0, 1), got {budget!r}") from None
+    if not 0.0 < b < 1.0:
+        raise ConfigError(f"budget must be in (0, 1), got {budget!r}")
+    return b
+
+
+def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` highest scores (stable order breaks ties by position)."""
+    mask = np.zeros(len(scores), bool)
+    k = int(min(max(k, 0), len(scores)))
+    if k:
+        mask[np.argsort(-scores, kind="stable")[:k]] = True
+    return mask

@@ -1,0 +1,79 @@
+"""Small shared helpers: randomness, atomic output files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+
+from mithridate.errors import ConfigError
+
+RandomState = Union[None, int, np.random.Generator]
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """Turn ``None``, an int seed or a Generator into a ``numpy.random.Generator``.
+
+    Randomness in mithridate flows only through this: no global state is read or set.
+    """
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ConfigError(f"random_state must be a non-negative int, got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise ConfigError(
+        f"random_state must be None, an int or a numpy Generator, got {type(random_state).__name__}"
+    )
+
+
+def seed_from(rng: np.random.Generator) -> int:
+    """Draw an int seed (for libraries such as PyTorch that want one) from a Generator."""
+    return int(rng.integers(0, 2**31 - 1))
+
+
+def check_fraction(value: float, name: str, *, allow_zero: bool = False) -> float:
+    """Validate a budget-like fraction in (0, 1) (or [0, 1) with ``allow_zero``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    lo_ok = v >= 0 if allow_zero else v > 0
+    if not (lo_ok and v < 1) or not np.isfinite(v):
+        rng = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ConfigError(f"{name} must be in {rng}, got {value!r}")
+    return v
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A crash or an exception while writing leaves no half-written file behind.
+
+    >>> with atomic_path("out.csv") as tmp:          # doctest: +SKIP
+    ...     df.to_csv(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: Union[str, Path], text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

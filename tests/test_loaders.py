@@ -1,0 +1,590 @@
+"""Tests for mithridate.data.loaders: every layout on tiny synthetic files, plus bad input."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mithridate.data import (
+    FASHION_MNIST_CLASSES,
+    Dataset,
+    DatasetSplits,
+    available_datasets,
+    find_fashion_mnist,
+    load_dataset,
+    load_fashion_mnist,
+    load_ground_truth,
+    load_image_folder,
+    load_npz,
+    load_sklearn,
+    load_table,
+    read_idx,
+    save_ground_truth,
+    save_npz,
+)
+from mithridate.errors import ConfigError, DataError
+
+Image = pytest.importorskip("PIL.Image")
+
+
+# --------------------------------------------------------------------------- helpers
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool = False, code: int = 0x08) -> Path:
+    arr = np.asarray(arr)
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    dt = {0x08: ">u1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4"}[code]
+    data = header + arr.astype(dt).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_idx_dir(d: Path, *, n_train=30, n_test=12, gz=False, hw=(6, 5), seed=0) -> tuple:
+    rng = np.random.default_rng(seed)
+    xtr = rng.integers(0, 256, size=(n_train, *hw), dtype=np.uint8)
+    ytr = (np.arange(n_train) % 10).astype(np.uint8)
+    xte = rng.integers(0, 256, size=(n_test, *hw), dtype=np.uint8)
+    yte = (np.arange(n_test)[::-1] % 10).astype(np.uint8)
+    d.mkdir(parents=True, exist_ok=True)
+    write_idx(d / "train-images-idx3-ubyte", xtr, gz=gz)
+    write_idx(d / "train-labels-idx1-ubyte", ytr, gz=gz)
+    write_idx(d / "t10k-images-idx3-ubyte", xte, gz=gz)
+    write_idx(d / "t10k-labels-idx1-ubyte", yte, gz=gz)
+    return xtr, ytr, xte, yte
+
+
+def save_png(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_image_folder(root: Path, *, n_per_class=4, classes=("cat", "dog"), hw=(6, 7), rgb=False, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = {}
+    for c in classes:
+        for i in range(n_per_class):
+            shape = (*hw, 3) if rgb else hw
+            arr = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            rel = f"{c}/{i:03d}.png"
+            save_png(root / rel, arr)
+            pixels[rel] = arr
+    return pixels
+
+
+# --------------------------------------------------------------------------- scikit-learn
+def test_digits_images_and_ids_map_back():
+    from sklearn.datasets import load_digits
+
+    splits = load_sklearn("digits", random_state=0)
+    assert isinstance(splits, DatasetSplits)
+    tr, te = splits.train, splits.test
+    assert tr.X.shape[1:] == (1, 8, 8) and tr.X.dtype == np.float32
+    assert len(tr) + len(te) == 1797
+    assert 0.0 <= tr.X.min() and tr.X.max() <= 1.0 and tr.X.max() == 1.0
+    images = load_digits().images
+    target = load_digits().target
+    for ds in (tr, te):
+        np.testing.assert_array_equal(ds.X[:, 0], images[ds.ids] / 16)
+        np.testing.assert_array_equal(ds.y, target[ds.ids])
+    assert set(tr.ids.tolist()).isdisjoint(te.ids.tolist())
+    assert sorted(tr.ids.tolist() + te.ids.tolist()) == list(range(1797))
+    assert tr.classes == tuple(range(10))
+
+
+def test_sklearn_split_is_stratified_and_seeded():
+    a = load_sklearn("iris", random_state=3)
+    b = load_sklearn("iris", random_state=3)
+    c = load_sklearn("iris", random_state=4)
+    np.testing.assert_array_equal(a.train.ids, b.train.ids)
+    assert set(a.test.ids.tolist()) != set(c.test.ids.tolist())
+    assert a.test.class_counts().tolist() == [15, 15, 15]  # 30% of 50 per class
+    assert len(load_sklearn("iris", test_size=0.2).test) == 30
+
+
+def test_sklearn_tabular_raw_values_and_name_variants():
+    from sklearn.datasets import load_breast_cancer
+
+    s = load_sklearn("breast-cancer")
+    assert s.name == "breast_cancer"
+    assert s.train.classes == ("malignant", "benign")
+    raw = load_breast_cancer()
+    np.testing.assert_allclose(s.train.X, raw.data[s.train.ids].astype(np.float32))
+    np.testing.assert_array_equal(s.train.y, raw.target[s.train.ids])
+    assert s.train.X.max() > 100  # not standardised
+    assert load_sklearn("breast_cancer").train.X.shape[1] == 30
+    assert load_dataset("Wine").train.X.shape[1] == 13
+
+
+def test_sklearn_unknown_name():
+    with pytest.raises(DataError, match="digits"):
+        load_sklearn("mnist")
+
+
+def test_bad_test_size_is_config_error():
+    with pytest.raises(ConfigError, match="test_size"):
+        load_sklearn("iris", test_size=1.5)
+
+
+# --------------------------------------------------------------------------- IDX
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashion_mnist_from_synthetic_idx(tmp_path, gz):
+    xtr, ytr, xte, yte = make_idx_dir(tmp_path, gz=gz)
+    s = load_fashion_mnist(tmp_path)
+    assert s.train.X.shape == (30, 1, 6, 5) and s.test.X.shape == (12, 1, 6, 5)
+    assert s.train.X.dtype == np.float32
+    np.testing.assert_array_equal(s.train.X[:, 0], xtr.astype(np.float32) / 255)
+    np.testing.assert_array_equal(s.test.X[:, 0], xte.astype(np.float32) / 255)
+    np.testing.assert_array_equal(s.train.y, ytr)
+    np.testing.assert_array_equal(s.test.y, yte)
+    assert s.train.classes == FASHION_MNIST_CLASSES and len(FASHION_MNIST_CLASSES) == 10
+    assert s.train.classes[int(ytr[9])] == "Ankle boot"
+    assert s.train.ids.tolist() == list(range(30))
+    assert find_fashion_mnist(tmp_path) == tmp_path
+
+
+def test_fashion_mnist_limits_and_env(tmp_path, monkeypatch):
+    xtr, ytr, _, _ = make_idx_dir(tmp_path, gz=True)
+    monkeypatch.setenv("MITHRIDATE_FASHION_MNIST", str(tmp_path))
+    assert find_fashion_mnist() == tmp_path
+    s = load_fashion_mnist(limit_train=7, limit_test=3)
+    assert len(s.train) == 7 and len(s.test) == 3
+    np.testing.assert_array_equal(s.train.y, ytr[:7])
+    s2 = load_dataset("fmnist", limit_train=10)
+    assert len(s2.train) == 10
+    with pytest.raises(ConfigError, match="limit_train"):
+        load_fashion_mnist(limit_train=0)
+
+
+def test_load_dataset_dispatches_idx_directory(tmp_path):
+    make_idx_dir(tmp_path / "fm")
+    s = load_dataset(tmp_path / "fm")
+    assert s.name == "fashion-mnist" and len(s.train) == 30
+
+
+def test_read_idx_other_types_and_bad_magic(tmp_path):
+    arr = np.arange(12, dtype=np.int32).reshape(3, 4) - 5
+    p = write_idx(tmp_path / "ints", arr, code=0x0C)
+    out = read_idx(p)
+    np.testing.assert_array_equal(out, arr)
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 12)
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(bad)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_truncated_idx_file(tmp_path, gz):
+    make_idx_dir(tmp_path, gz=gz)
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    p = tmp_path / name
+    if gz:
+        raw = gzip.decompress(p.read_bytes())
+        p.write_bytes(gzip.compress(raw[:-10]))
+    else:
+        p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(DataError, match="truncated"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_corrupt_gzip_and_mismatched_counts(tmp_path):
+    make_idx_dir(tmp_path / "a", gz=True)
+    p = tmp_path / "a" / "t10k-labels-idx1-ubyte.gz"
+    p.write_bytes(p.read_bytes()[:15])
+    with pytest.raises(DataError, match="gzip"):
+        load_fashion_mnist(tmp_path / "a")
+    make_idx_dir(tmp_path / "b")
+    write_idx(tmp_path / "b" / "train-labels-idx1-ubyte", np.zeros(29, dtype=np.uint8))
+    with pytest.raises(DataError, match="30 images .* 29 labels"):
+        load_fashion_mnist(tmp_path / "b")
+
+
+def test_fashion_mnist_missing_files(tmp_path, monkeypatch):
+    make_idx_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    assert find_fashion_mnist(tmp_path) is None
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        load_fashion_mnist(tmp_path)
+    monkeypatch.setenv("MITHRIDATE_FASHION_MNIST", str(tmp_path / "nowhere"))
+    assert find_fashion_mnist() is None
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        load_fashion_mnist()
+    row = [r for r in available_datasets() if r["name"] == "fashion-mnist"][0]
+    assert row["available"] is False and "dataset-fashion-mnist" in row["location"]
+    assert (row["n_train"], row["n_test"], row["shape"], row["n_classes"]) == (60000, 10000, (1, 28, 28), 10)
+
+
+def test_available_datasets_reads_headers(tmp_path, monkeypatch):
+    make_idx_dir(tmp_path, n_train=20, n_test=10, gz=True)
+    monkeypatch.setenv("MITHRIDATE_FASHION_MNIST", str(tmp_path))
+    rows = {r["name"]: r for r in available_datasets()}
+    assert set(rows) == {"digits", "breast_cancer", "wine", "iris", "fashion-mnist"}
+    fm = rows["fashion-mnist"]
+    assert fm["available"] and fm["location"] == str(tmp_path)
+    assert (fm["n_train"], fm["n_test"], fm["shape"]) == (20, 10, (1, 6, 5))
+    dg = rows["digits"]
+    split = load_sklearn("digits")
+    assert (dg["kind"], dg["n_train"], dg["n_test"], dg["shape"], dg["n_classes"]) == (
+        "image", len(split.train), len(split.test), (1, 8, 8), 10)
+    assert rows["iris"]["kind"] == "tabular" and rows["iris"]["location"] == "scikit-learn (bundled)"
+
+
+@pytest.mark.skipif(
+    find_fashion_mnist() is None,
+    reason="Fashion-MNIST IDX files not found; install Debian package dataset-fashion-mnist",
+)
+def test_real_fashion_mnist():
+    s = load_fashion_mnist()
+    assert s.train.X.shape == (60000, 1, 28, 28) and s.test.X.shape == (10000, 1, 28, 28)
+    assert s.train.X.dtype == np.float32
+    assert s.train.X.min() == 0.0 and s.train.X.max() == 1.0
+    assert s.train.classes == FASHION_MNIST_CLASSES
+    assert s.train.classes[0] == "T-shirt/top" and s.train.classes[9] == "Ankle boot"
+    assert s.train.class_counts().tolist() == [6000] * 10
+    assert s.test.class_counts().tolist() == [1000] * 10
+
+
+# --------------------------------------------------------------------------- npz
+def test_npz_split_layout_case_variants_and_channels_last(tmp_path):
+    rng = np.random.default_rng(0)
+    xtr = rng.integers(0, 256, size=(12, 9, 10, 3), dtype=np.uint8)
+    xte = rng.integers(0, 256, size=(6, 9, 10, 3), dtype=np.uint8)
+    p = tmp_path / "imgs.npz"
+    np.savez(p, X_train=xtr, Y_train=np.arange(12) % 3, X_test=xte, Y_test=np.arange(6) % 3)
+    s = load_npz(p)
+    assert s.train.X.shape == (12, 3, 9, 10)
+    np.testing.assert_allclose(s.train.X, xtr.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    np.testing.assert_array_equal(s.test.y, np.arange(6) % 3)
+    assert s.train.classes == (0, 1, 2) and s.name == "imgs"
+
+
+def test_npz_greyscale_nhw_and_single_pair_split(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.random((40, 5, 5)).astype(np.float32)
+    y = np.repeat(["a", "b"], 20)
+    p = tmp_path / "single.npz"
+    np.savez(p, x=x, y=y, ids=np.arange(100, 140))
+    s = load_npz(p, test_size=0.25, random_state=2)
+    assert s.train.X.shape == (30, 1, 5, 5) and len(s.test) == 10
+    assert s.test.class_counts().tolist() == [5, 5]
+    assert s.train.classes == ("a", "b")
+    np.testing.assert_array_equal(s.train.X[:, 0], x[s.train.ids - 100])
+    assert np.array_equal(s.train.labels, y[s.train.ids - 100])
+
+
+def test_npz_classes_key_and_ground_truth(tmp_path):
+    rng = np.random.default_rng(2)
+    p = tmp_path / "t.npz"
+    np.savez(
+        p, x_train=rng.random((8, 3)), y_train=np.array([0, 1, 2, 0, 1, 2, 0, 1]),
+        x_test=rng.random((3, 3)), y_test=np.array([2, 2, 0]),
+        classes=np.array(["zebra", "ant", "moth"]), ids_train=np.array([f"r{i}" for i in range(8)]),
+        is_poison_train=np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=bool),
+    )
+    s = load_npz(p)
+    assert s.train.classes == ("zebra", "ant", "moth")  # order of the file, not sorted
+    assert s.train.y.tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert s.train.ids[2] == "r2" and s.test.ids.tolist() == [0, 1, 2]
+    assert s.train.is_poison.tolist() == [False, False, True, False, False, False, False, True]
+    assert s.test.is_poison is None
+
+
+def test_npz_round_trip_with_string_classes(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.random((20, 3, 6, 6)).astype(np.float32)
+    labels = np.array(["cat", "dog", "emu", "cat"] * 5)
+    full = Dataset.from_arrays(X, labels, ids=[f"img{i}.png" for i in range(20)],
+                               is_poison=np.arange(20) % 7 == 0)
+    splits = DatasetSplits(train=full.subset(range(14)), test=full.subset(range(14, 20)), name="x")
+    out = save_npz(splits, tmp_path / "rt.npz", include_ground_truth=True)
+    with np.load(out, allow_pickle=False) as z:
+        assert z["classes"].dtype.kind == "U" and z["ids_train"].dtype.kind == "U"
+        assert "is_poison_train" in z.files
+    back = load_npz(out)
+    for a, b in ((splits.train, back.train), (splits.test, back.test)):
+        np.testing.assert_array_equal(a.X, b.X)
+        np.testing.assert_array_equal(a.y, b.y)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        assert a.classes == b.classes == ("cat", "dog", "emu")
+    np.testing.assert_array_equal(back.train.is_poison, splits.train.is_poison)
+    # without ground truth, and numpy's habit of appending .npz is handled
+    out2 = save_npz(splits, tmp_path / "noext")
+    assert out2 == tmp_path / "noext.npz" and out2.exists()
+    assert not (tmp_path / "noext").exists()
+    assert load_npz(out2).train.is_poison is None
+    assert [f.name for f in tmp_path.iterdir() if ".part" in f.name] == []
+
+
+def test_npz_round_trip_int_classes_tabular(tmp_path):
+    s = load_sklearn("wine")
+    back = load_npz(save_npz(s, tmp_path / "wine.npz"))
+    np.testing.assert_array_equal(back.train.X, s.train.X)
+    np.testing.assert_array_equal(back.test.ids, s.test.ids)
+    assert back.train.classes == s.train.classes
+    d = load_sklearn("digits")
+    back = load_npz(save_npz(d, tmp_path / "digits.npz", compress=True))
+    np.testing.assert_array_equal(back.train.X, d.train.X)
+    assert back.train.classes == tuple(range(10))
+
+
+def test_npz_round_trip_keeps_ambiguous_channels_first_layout(tmp_path):
+    # C=6, H=6, W=3 would look channels-last to the guess; save_npz's layout key prevents that
+    X = np.random.default_rng(5).random((8, 6, 6, 3)).astype(np.float32)
+    full = Dataset.from_arrays(X, [0, 1] * 4)
+    splits = DatasetSplits(train=full.subset(range(6)), test=full.subset([6, 7]), name="odd")
+    back = load_npz(save_npz(splits, tmp_path / "odd.npz"))
+    np.testing.assert_array_equal(back.train.X, splits.train.X)
+
+
+def test_npz_refuses_pickled_object_arrays(tmp_path):
+    p = tmp_path / "evil.npz"
+    np.savez(p, x=np.random.default_rng(0).random((4, 2)), y=np.array([0, 1, "a", None], dtype=object))
+    with pytest.raises(DataError, match="pickled object array"):
+        load_npz(p)
+
+
+def test_npz_bad_inputs(tmp_path):
+    rng = np.random.default_rng(4)
+    p = tmp_path / "mismatch.npz"
+    np.savez(p, x_train=rng.random((10, 3)), y_train=np.arange(9) % 2,
+             x_test=rng.random((4, 3)), y_test=np.arange(4) % 2)
+    with pytest.raises(DataError, match="10 rows but labels have 9"):
+        load_npz(p)
+    np.savez(p, x_train=rng.random((10, 3)), y_train=np.arange(10) % 2,
+             x_test=rng.random((4, 2)), y_test=np.arange(4) % 2)
+    with pytest.raises(DataError, match="x_test"):
+        load_npz(p)
+    np.savez(p, x=rng.random((6, 2)), y=np.array([0.5, 1, 0, 1, 0, 1]))
+    with pytest.raises(DataError, match="non-integer"):
+        load_npz(p)
+    x = rng.random((6, 2))
+    x[3, 1] = np.nan
+    np.savez(p, x=x, y=np.array([0, 1] * 3))
+    with pytest.raises(DataError, match="NaN"):
+        load_npz(p)
+    np.savez(p, x=rng.random((6, 2)), y=np.zeros(6, dtype=int))
+    with pytest.raises(DataError, match="1 class"):
+        load_npz(p)
+    np.savez(p, foo=np.zeros(3))
+    with pytest.raises(DataError, match="x_train"):
+        load_npz(p)
+    np.savez(p, x=rng.random((4, 4, 4)) * 3, y=np.array([0, 1, 0, 1]))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_npz(p)
+    np.savez(p, x=rng.random((4, 2)), y=np.array([0, 3, 0, 1]), classes=np.array(["a", "b"]))
+    with pytest.raises(DataError, match="outside 0..1"):
+        load_npz(p)
+    bad = tmp_path / "notzip.npz"
+    bad.write_bytes(b"hello")
+    with pytest.raises(DataError, match="not a readable"):
+        load_npz(bad)
+
+
+def test_save_npz_checks_argument(tmp_path):
+    with pytest.raises(ConfigError):
+        save_npz(load_sklearn("iris").train, tmp_path / "x.npz")
+
+
+# --------------------------------------------------------------------------- tables
+def _toy_frame(n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "uid": [f"u{i:02d}" for i in range(n)],
+        "f1": rng.random(n),
+        "f2": rng.integers(0, 5, n),
+        "note": ["x"] * n,
+        "who": ["alice", "bob"] * (n // 2),
+        "origin": ["web"] * n,
+        "y": ["spam", "ham"] * (n // 2),
+    })
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".csv.gz"])
+def test_table_formats(tmp_path, suffix):
+    df = _toy_frame()
+    p = tmp_path / f"toy{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(p)
+    else:
+        df.to_csv(p, index=False, sep="\t" if suffix == ".tsv" else ",")
+    with pytest.warns(UserWarning, match="note"):
+        s = load_table(p, label="y", id_col="uid", contributor="who", source="origin")
+    assert s.name == "toy"
+    assert s.train.X.shape[1] == 2 and s.train.X.dtype == np.float32  # f1, f2 only
+    assert s.train.classes == ("ham", "spam")
+    assert len(s.train) == 14 and len(s.test) == 6
+    rows = df.set_index("uid")
+    ids = list(s.train.ids)
+    np.testing.assert_allclose(s.train.X[:, 0], rows.loc[ids, "f1"].to_numpy(np.float32))
+    assert list(s.train.labels) == rows.loc[ids, "y"].tolist()
+    assert s.train.meta["contributor"].tolist() == rows.loc[ids, "who"].tolist()
+    assert set(s.train.meta["source"]) == {"web"}
+
+
+def test_table_explicit_features_default_ids_and_test_path(tmp_path):
+    df = _toy_frame()
+    p, q = tmp_path / "a.csv", tmp_path / "b.csv"
+    df.to_csv(p, index=False)
+    df.iloc[:5].to_csv(q, index=False)
+    s = load_table(p, label="y", features=["f2"], test_path=q)
+    assert s.train.X.shape == (20, 1) and s.test.X.shape == (5, 1)
+    assert s.train.ids.tolist() == list(range(20)) and s.test.ids.tolist() == list(range(5))
+    np.testing.assert_array_equal(s.train.X[:, 0], df["f2"].to_numpy(np.float32))
+    s2 = load_dataset(str(p), label="y", features=["f1", "f2"], random_state=1)
+    assert s2.train.X.shape[1] == 2
+
+
+def test_table_missing_label_column_names_it(tmp_path):
+    p = tmp_path / "t.csv"
+    _toy_frame().to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"'target'.*available columns.*'f1'"):
+        load_table(p, label="target")
+    with pytest.raises(DataError, match="'f9'"):
+        load_table(p, label="y", features=["f1", "f9"])
+
+
+def test_table_non_numeric_feature_and_nan(tmp_path):
+    p = tmp_path / "t.csv"
+    df = _toy_frame()
+    df.to_csv(p, index=False)
+    with pytest.raises(DataError, match="'note' .* not numeric"):
+        load_table(p, label="y", features=["f1", "note"])
+    df.loc[3, "f1"] = np.nan
+    df.to_csv(p, index=False)
+    with pytest.raises(DataError, match=r"'f1'.*missing values.*row 3"):
+        load_table(p, label="y", features=["f1", "f2"])
+
+
+def test_table_bad_labels(tmp_path):
+    p = tmp_path / "t.csv"
+    pd.DataFrame({"a": range(6), "y": [0.5, 1, 0, 1, 0, 1]}).to_csv(p, index=False)
+    with pytest.raises(DataError, match="non-integer"):
+        load_table(p, label="y")
+    pd.DataFrame({"a": range(6), "y": [1] * 6}).to_csv(p, index=False)
+    with pytest.raises(DataError, match="1 class"):
+        load_table(p, label="y")
+    pd.DataFrame({"a": range(6), "y": [1, 1, 1, 0, 0, 2]}).to_csv(p, index=False)
+    with pytest.raises(DataError, match="only 1 sample"):
+        load_table(p, label="y")
+
+
+def test_table_empty_and_unknown_format(tmp_path):
+    p = tmp_path / "empty.csv"
+    p.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_table(p, label="y")
+    p.write_text("a,b,y\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_table(p, label="y")
+    q = tmp_path / "t.xlsx"
+    q.write_text("x")
+    with pytest.raises(DataError, match=".parquet"):
+        load_table(q, label="y")
+
+
+# --------------------------------------------------------------------------- image folders
+def test_image_folder_single_layout(tmp_path):
+    pixels = make_image_folder(tmp_path / "pets", n_per_class=5)
+    s = load_image_folder(tmp_path / "pets", test_size=0.4, random_state=0)
+    assert s.train.X.shape == (6, 1, 6, 7) and s.test.X.shape == (4, 1, 6, 7)
+    assert s.train.classes == ("cat", "dog")
+    for ds in (s.train, s.test):
+        for x, i, lab in zip(ds.X, ds.ids, ds.labels):
+            np.testing.assert_allclose(x[0], pixels[i].astype(np.float32) / 255)
+            assert i.startswith(lab + "/")
+    assert load_dataset(tmp_path / "pets").train.X.shape[1:] == (1, 6, 7)
+
+
+def test_image_folder_train_test_rgb_and_resize(tmp_path):
+    root = tmp_path / "ds"
+    tr = make_image_folder(root / "train", rgb=True, n_per_class=3, seed=1)
+    make_image_folder(root / "test", rgb=True, n_per_class=2, seed=2)
+    (root / "train" / "cat" / "notes.txt").write_text("ignored")
+    s = load_image_folder(root)
+    assert s.train.X.shape == (6, 3, 6, 7) and s.test.X.shape == (4, 3, 6, 7)
+    assert sorted(s.train.ids) == sorted(f"train/{k}" for k in tr)
+    i = list(s.train.ids).index("train/dog/001.png")
+    np.testing.assert_allclose(s.train.X[i], tr["dog/001.png"].transpose(2, 0, 1) / 255, atol=1e-6)
+    r = load_image_folder(root, size=(4, 5), grayscale=True)
+    assert r.train.X.shape == (6, 1, 4, 5) and r.test.X.shape == (4, 1, 4, 5)
+
+
+def test_image_folder_mixed_grey_and_colour_becomes_rgb(tmp_path):
+    root = tmp_path / "m"
+    make_image_folder(root, n_per_class=3)
+    save_png(root / "dog" / "color.png", np.zeros((6, 7, 3), dtype=np.uint8))
+    s = load_image_folder(root)
+    assert s.train.X.shape[1] == 3
+
+
+def test_image_folder_mixed_sizes(tmp_path):
+    root = tmp_path / "m"
+    make_image_folder(root, n_per_class=3)
+    save_png(root / "dog" / "big.png", np.zeros((9, 9), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"different sizes.*size=\(H, W\)"):
+        load_image_folder(root)
+    s = load_image_folder(root, size=(6, 7))
+    assert s.train.X.shape[1:] == (1, 6, 7) and len(s.train) + len(s.test) == 7
+
+
+def test_image_folder_corrupt_image_named(tmp_path):
+    root = tmp_path / "c"
+    make_image_folder(root, n_per_class=3)
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(DataError, match="broken.png"):
+        load_image_folder(root)
+    good = (root / "dog" / "000.png").read_bytes()
+    (root / "cat" / "broken.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="broken.png"):
+        load_image_folder(root)
+
+
+def test_image_folder_no_classes(tmp_path):
+    (tmp_path / "flat").mkdir()
+    save_png(tmp_path / "flat" / "a.png", np.zeros((4, 4), dtype=np.uint8))
+    with pytest.raises(DataError, match="class sub-folders"):
+        load_image_folder(tmp_path / "flat")
+
+
+# --------------------------------------------------------------------------- dispatch
+def test_load_dataset_unknown_and_missing():
+    with pytest.raises(DataError, match=r"unknown dataset 'cifar99'.*digits.*fashion-mnist"):
+        load_dataset("cifar99")
+    with pytest.raises(DataError, match="file not found: .*nope.csv"):
+        load_dataset("data/nope.csv", label="y")
+    with pytest.raises(ConfigError, match="label"):
+        load_dataset("digits", label="y")
+
+
+def test_load_dataset_table_needs_label_and_npz(tmp_path):
+    p = tmp_path / "t.csv"
+    _toy_frame().to_csv(p, index=False)
+    with pytest.raises(ConfigError, match="label="):
+        load_dataset(p)
+    q = tmp_path / "z.npz"
+    np.savez(q, x=np.random.default_rng(0).random((10, 2)), y=np.arange(10) % 2)
+    assert len(load_dataset(q, test_size=0.2).test) == 2
+
+
+# --------------------------------------------------------------------------- ground truth
+def test_ground_truth_round_trip(tmp_path):
+    ds = Dataset.from_arrays(np.zeros((5, 2)), [0, 1, 0, 1, 0], ids=["a", "b", "007", "d", "e"],
+                             is_poison=[False, True, False, False, True])
+    p = save_ground_truth(ds, tmp_path / "gt.csv")
+    assert pd.read_csv(p).columns.tolist() == ["id", "is_poison"]
+    got = load_ground_truth(p, ["e", "007", "b"])
+    assert got.dtype == bool and got.tolist() == [True, False, True]
+    ints = Dataset.from_arrays(np.zeros((3, 1)), [0, 1, 0], is_poison=[True, False, False])
+    p2 = save_ground_truth(ints, tmp_path / "gt2.csv")
+    assert load_ground_truth(p2, ints.ids).tolist() == [True, False, False]
+    with pytest.raises(DataError, match="not in"):
+        load_ground_truth(p, ["a", "zz"])
+    with pytest.raises(DataError, match="no ground truth"):
+        save_ground_truth(ds.without_ground_truth(), tmp_path / "x.csv")
