@@ -44,6 +44,7 @@ class _DirtyLabelBackdoor(Attack):
             )
         target = resolve_target(dataset, self.target)
         trigger = self.make_trigger(dataset, rng)
+        trigger.target = target
         sources = np.flatnonzero(dataset.y != target)
         n_poison = int(round(rate * len(dataset)))
         if n_poison < 1:

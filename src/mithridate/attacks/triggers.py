@@ -27,6 +27,8 @@ class Trigger:
     pattern : ndarray of shape (C, H, W), values in [0, 1]
     kind : str
         "patch", "blend" or "custom", for reports.
+    target : int, optional
+        The class index the backdoor steers to, when known (saved with the trigger).
 
     Examples
     --------
@@ -36,7 +38,7 @@ class Trigger:
     [[1.0, 1.0], [1.0, 1.0]]
     """
 
-    def __init__(self, mask: np.ndarray, pattern: np.ndarray, kind: str = "custom"):
+    def __init__(self, mask: np.ndarray, pattern: np.ndarray, kind: str = "custom", target: Optional[int] = None):
         mask = np.asarray(mask, dtype=np.float32)
         pattern = np.asarray(pattern, dtype=np.float32)
         if pattern.ndim != 3 or mask.ndim != 3:
@@ -50,6 +52,7 @@ class Trigger:
         self.mask = mask
         self.pattern = pattern
         self.kind = kind
+        self.target = None if target is None else int(target)
 
     @property
     def shape(self) -> tuple:
@@ -71,7 +74,8 @@ class Trigger:
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, mask=self.mask, pattern=self.pattern, kind=np.array(self.kind))
+                extra = {} if self.target is None else {"target": np.array(self.target)}
+                np.savez(fh, mask=self.mask, pattern=self.pattern, kind=np.array(self.kind), **extra)
         return path
 
     @classmethod
@@ -79,11 +83,16 @@ class Trigger:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"trigger file not found: {path}")
+        import zipfile
+
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path} is not a trigger file (expected the .trigger.npz written by `mithridate attack`)")
         try:
             with np.load(path, allow_pickle=False) as z:
-                return cls(z["mask"], z["pattern"], str(z["kind"]) if "kind" in z else "custom")
+                return cls(z["mask"], z["pattern"], str(z["kind"]) if "kind" in z else "custom",
+                           int(z["target"]) if "target" in z else None)
         except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"{path} is not a trigger file written by mithridate ({exc})") from None
+            raise DataError(f"{path} is not a trigger file written by mithridate ({str(exc)[:120]})") from None
 
     def __repr__(self) -> str:
         return f"Trigger(kind={self.kind!r}, shape={self.shape}, mask_l1={self.mask_l1():.1f})"

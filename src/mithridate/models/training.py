@@ -76,8 +76,8 @@ def fit_module(
         Show a rich progress bar over epochs.
     """
     rng = check_random_state(random_state)
-    Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
-    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    Xt = torch.tensor(np.asarray(X), dtype=torch.float32)  # one copy: inputs may be read-only views
+    yt = torch.tensor(np.asarray(y), dtype=torch.long)
     wt = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), dtype=torch.float32)
     module.to(device)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -124,7 +124,7 @@ def predict_batches(module: nn.Module, X: np.ndarray, *, batch_size: int = 1024,
     fn = forward or module
     outs = []
     for start in range(0, len(X), batch_size):
-        xb = torch.as_tensor(np.ascontiguousarray(X[start : start + batch_size]), dtype=torch.float32).to(device)
+        xb = torch.tensor(np.asarray(X[start : start + batch_size]), dtype=torch.float32).to(device)
         outs.append(fn(xb).detach().cpu().numpy())
     if not outs:
         return np.zeros((0,), dtype=np.float32)
@@ -148,7 +148,9 @@ class _NullBar:
 def _progress(enabled: bool):
     if not enabled:
         return _NullBar()
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # progress goes to stderr so that stdout stays clean for --json output
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-                    TimeElapsedColumn(), transient=True)
+                    TimeElapsedColumn(), transient=True, console=Console(stderr=True))

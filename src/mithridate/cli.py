@@ -1,0 +1,457 @@
+"""The ``mithridate`` command line.
+
+Every command given bad input (a missing file, a wrong column, NaN, mismatched shapes, an
+unknown name) prints one line ``error: ...`` on stderr and exits with status 2. Outputs are
+written to a temporary name and renamed, so nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mithridate import __version__
+from mithridate.errors import ConfigError, DataError, MithridateError
+
+app = typer.Typer(
+    name="mithridate",
+    help=(
+        "Training-data poisoning toolkit: poison your own data the way an adversary would, find the "
+        "poisoned samples, and measure what a defence buys.\n\n"
+        "Start with `mithridate demo` (a backdoor planted, found and removed on bundled data, in about a "
+        "minute), then `mithridate datasets` to see what data is available."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+attack_app = typer.Typer(help="Poison a dataset (writes the poisoned data, the ground truth and the trigger).",
+                         no_args_is_help=True)
+app.add_typer(attack_app, name="attack")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class DetectorName(str, Enum):
+    spectral = "spectral"
+    spectre = "spectre"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def _clean_json(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_json(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _clean_json(obj.item())
+    return obj
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(_clean_json(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _split_features(features: Optional[str]) -> Optional[list]:
+    if features is None:
+        return None
+    cols = [c.strip() for c in features.split(",") if c.strip()]
+    if not cols:
+        raise ConfigError("--features must list at least one column name, comma-separated")
+    return cols
+
+
+def _load(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str], test_size: float,
+          seed: int):
+    from mithridate.data import load_dataset
+
+    kwargs: dict = {}
+    if label is not None:
+        kwargs["label"] = label
+    if features is not None:
+        kwargs["features"] = _split_features(features)
+    if id_col is not None:
+        kwargs["id_col"] = id_col
+    suffix = "".join(Path(data).suffixes).lower()
+    if Path(data).exists() and (suffix.endswith((".npz", ".csv", ".tsv", ".parquet", ".csv.gz", ".pq")) or Path(data).is_dir()):
+        kwargs["test_size"] = test_size
+        kwargs["random_state"] = seed
+    elif data.lower().replace("-", "_") in ("digits", "breast_cancer", "wine", "iris"):
+        kwargs["test_size"] = test_size
+        kwargs["random_state"] = seed
+    return load_dataset(data, **kwargs)
+
+
+# shared option declarations -------------------------------------------------------------------
+DataArg = typer.Argument(..., help="A bundled dataset name (see `mithridate datasets`) or a path: .npz, "
+                                   ".csv/.tsv/.parquet (with --label), a Fashion-MNIST IDX directory or an "
+                                   "image folder with one sub-folder per class.")
+LabelOpt = typer.Option(None, "--label", help="Label column (tables only).")
+FeaturesOpt = typer.Option(None, "--features", help="Comma-separated feature columns (tables; default: all numeric).")
+IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (tables).")
+TestSizeOpt = typer.Option(0.3, "--test-size", help="Held-out fraction when the data has no test split.")
+SeedOpt = typer.Option(0, "--seed", help="Random seed (data split, attack, model).")
+JsonOpt = typer.Option(False, "--json", help="Print a JSON document on stdout instead of tables.")
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True)) -> None:
+    if version:
+        out.print(f"mithridate {__version__}")
+        raise typer.Exit(0)
+
+
+# demo -----------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("mithridate-demo"), "--out", help="Directory for results.json and report.html."),
+    rate: float = typer.Option(0.05, "--rate", help="BadNets poison rate (fraction of the training set)."),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Plant a BadNets backdoor in bundled digits, find the poisons, remove them, retrain, report.
+
+    Trains a clean model, poisons 5% of the training set with a 2x2 white patch relabelled to
+    class 0, retrains and measures clean accuracy and attack success rate (ASR), scores every
+    sample with SPECTRE and spectral signatures, removes what SPECTRE flags (no poison rate
+    needed), retrains, and measures again. Writes results.json and a self-contained report.html.
+    """
+    from mithridate.attacks import BadNets
+    from mithridate.data import load_dataset
+    from mithridate.defenses.detect import SpectralSignatures, Spectre
+    from mithridate.eval.scenario import run_backdoor_scenario
+    from mithridate.models import default_classifier
+    from mithridate.report import to_jsonable, write_report
+    from mithridate.utils import atomic_write_text, check_fraction
+
+    check_fraction(rate, "--rate")
+    t0 = time.perf_counter()
+    splits = load_dataset("digits", random_state=seed)
+    quiet = as_json
+    status = err.status("starting", spinner="dots") if not quiet else None
+
+    def step(msg: str) -> None:
+        if status is not None:
+            status.update(msg)
+
+    if status is not None:
+        status.start()
+    try:
+        result = run_backdoor_scenario(
+            splits, BadNets(target=0, poison_rate=rate, size=2), [Spectre(), SpectralSignatures()],
+            lambda s: default_classifier(len(splits.train), random_state=s), random_state=seed, on_step=step,
+        )
+    finally:
+        if status is not None:
+            status.stop()
+    doc = to_jsonable(result)
+    doc["seconds"] = time.perf_counter() - t0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.json", json.dumps(_clean_json(doc), indent=2, allow_nan=False))
+    write_report(result, out_dir / "report.html", title="mithridate demo: BadNets on digits")
+    if as_json:
+        _print_json(doc)
+        return
+    _print_scenario(result)
+    out.print(f"\nFinished in {doc['seconds']:.0f} s. Results: [bold]{out_dir / 'results.json'}[/]  "
+              f"Report: [bold]{out_dir / 'report.html'}[/]")
+
+
+def _print_scenario(result) -> None:
+    t = Table(title=f"BadNets {result.budget['poison_rate']:.1%} on {result.config['dataset']} "
+                    f"({result.budget['n_poison']} poisoned samples, target class {result.poisoning.target})")
+    for col in ("stage", "clean accuracy", "attack success rate", "robust accuracy", "removed"):
+        t.add_column(col, justify="right")
+    for r in result.rows:
+        t.add_row(r["stage"], _fmt(r["clean_accuracy"]), _fmt(r.get("asr", float("nan"))),
+                  _fmt(r.get("robust_accuracy", float("nan"))), str(r.get("removed", "")))
+    out.print(t)
+    d = Table(title="Detection (no ground truth used; measured against it)")
+    for col in ("detector", "AUROC", "avg precision", "TPR@1%FPR", "TPR@5%FPR", "precision@true budget",
+                "flagged", "precision", "recall", "seconds"):
+        d.add_column(col, justify="right")
+    for name, m in result.detection.items():
+        d.add_row(name + (" (removed)" if name == result.sanitizer else ""), _fmt(m["auroc"]),
+                  _fmt(m["average_precision"]), _fmt(m["tpr_at_1pct_fpr"]), _fmt(m["tpr_at_5pct_fpr"]),
+                  _fmt(m["precision_at_true_budget"]), str(m.get("n_flagged", "")), _fmt(m.get("precision", float("nan"))),
+                  _fmt(m.get("recall", float("nan"))), f"{m['seconds']:.2f}")
+    out.print(d)
+
+
+# datasets -------------------------------------------------------------------------------------
+@app.command()
+def datasets(as_json: bool = JsonOpt) -> None:
+    """List the bundled datasets, their shapes, and where each was found (or why it is missing)."""
+    from mithridate.data import available_datasets
+
+    rows = available_datasets()
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table(title="Datasets (also: any .npz, .csv/.parquet with --label, IDX directory or image folder)")
+    for col in ("name", "kind", "train", "test", "shape", "classes", "available", "location"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["name"]), str(r["kind"]), str(r["n_train"]), str(r["n_test"]), str(r["shape"]),
+                  str(r["n_classes"]), "yes" if r["available"] else "no", str(r["location"]))
+    out.print(t)
+
+
+# train ----------------------------------------------------------------------------------------
+@app.command()
+def train(
+    data: str = DataArg,
+    model_out: Path = typer.Option(..., "--out", help="Where to save the model (.pt state dict)."),
+    arch: str = typer.Option("auto", "--arch", help="auto (CNN for images, MLP for tables), cnn or mlp."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: by data size)."),
+    label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Train mithridate's default network on DATA and save it (loadable with --model elsewhere)."""
+    from mithridate.eval import metrics as M
+    from mithridate.models import TorchClassifier, default_classifier
+
+    splits = _load(data, label, features, id_col, test_size, seed)
+    model = default_classifier(len(splits.train), random_state=seed, progress=not as_json, epochs=epochs)
+    if arch not in ("auto", "cnn", "mlp"):
+        raise ConfigError(f"--arch must be auto, cnn or mlp, got {arch!r}")
+    model.arch = arch
+    model.fit(splits.train, n_classes=splits.train.n_classes)
+    assert isinstance(model, TorchClassifier)
+    model.save(model_out)
+    acc = M.accuracy(splits.test.y, model.predict(splits.test.X))
+    doc = {"model": str(model_out), "dataset": splits.name, "n_train": len(splits.train), "test_accuracy": acc}
+    if as_json:
+        _print_json(doc)
+    else:
+        out.print(f"Trained on {len(splits.train)} samples of {splits.name}: test accuracy {acc:.3f}. Saved {model_out}")
+
+
+# attack ---------------------------------------------------------------------------------------
+def _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json) -> None:
+    from mithridate.data import DatasetSplits, save_ground_truth, save_npz
+
+    splits = _load(data, label, features, id_col, test_size, seed)
+    poisoning = attack.poison(splits.train, random_state=seed)
+    out_path = Path(out_path)
+    if out_path.suffix != ".npz":
+        raise ConfigError(f"--out must end in .npz, got {out_path}")
+    truth_path = Path(truth) if truth else out_path.with_name(out_path.stem + ".truth.csv")
+    trigger_path = out_path.with_name(out_path.stem + ".trigger.npz")
+    poisoned = DatasetSplits(train=poisoning.dataset.without_ground_truth(), test=splits.test,
+                             name=f"{splits.name}+{attack.name}", source=splits.source)
+    save_npz(poisoned, out_path)
+    save_ground_truth(poisoning.dataset, truth_path)
+    poisoning.trigger.save(trigger_path)
+    doc = {"attack": attack.name, "dataset": splits.name, "poisoned_data": str(out_path), "ground_truth": str(truth_path),
+           "trigger": str(trigger_path), "target": poisoning.target,
+           "target_label": splits.train.classes[poisoning.target], **poisoning.budget}
+    if as_json:
+        _print_json(doc)
+    else:
+        out.print(f"Poisoned {poisoning.budget['n_poison']} of {len(splits.train)} training samples "
+                  f"({poisoning.budget['poison_rate']:.2%}; {poisoning.budget['target_class_fraction']:.1%} of the "
+                  f"target class {splits.train.classes[poisoning.target]!r}).")
+        out.print(f"  poisoned data: {out_path}\n  ground truth:  {truth_path}\n  trigger:       {trigger_path}")
+
+
+AtkOut = typer.Option(..., "--out", help="Poisoned dataset to write (.npz: poisoned train split, clean test split).")
+TruthOpt = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison); default: <out>.truth.csv.")
+TargetOpt = typer.Option("0", "--target", help="Target class: index or label as written in the data.")
+RateOpt = typer.Option(0.05, "--rate", help="Poison rate: fraction of the training set, in (0, 1).")
+
+
+@attack_app.command("badnets")
+def attack_badnets(
+    data: str = DataArg, out_path: Path = AtkOut, target: str = TargetOpt, rate: float = RateOpt,
+    size: int = typer.Option(3, "--size", help="Patch side in pixels."),
+    position: str = typer.Option("bottom-right", "--position", help="bottom-right, bottom-left, top-right, top-left, center or ROW,COL."),
+    value: str = typer.Option("1.0", "--value", help="Patch value in [0, 1] or 'checkerboard'."),
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """BadNets (Gu et al. 2017): stamp a patch on RATE of the training images and relabel them to TARGET."""
+    from mithridate.attacks import BadNets
+
+    pos: Any = position
+    if "," in position:
+        try:
+            pos = tuple(int(p) for p in position.split(","))
+        except ValueError:
+            raise ConfigError(f"--position ROW,COL must be two integers, got {position!r}") from None
+    val: Any = value
+    if value != "checkerboard":
+        try:
+            val = float(value)
+        except ValueError:
+            raise ConfigError(f"--value must be a number in [0, 1] or 'checkerboard', got {value!r}") from None
+    _run_attack(BadNets(target=target, poison_rate=rate, size=size, position=pos, value=val), data, out_path, truth,
+                label, features, id_col, test_size, seed, as_json)
+
+
+@attack_app.command("blend")
+def attack_blend(
+    data: str = DataArg, out_path: Path = AtkOut, target: str = TargetOpt, rate: float = RateOpt,
+    alpha: float = typer.Option(0.2, "--alpha", help="Blend ratio of the key pattern, in (0, 1]."),
+    pattern_image: Optional[Path] = typer.Option(None, "--pattern-image", help="Image file used as the key (default: a fixed random pattern)."),
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Blended backdoor (Chen et al. 2017): mix a key pattern into RATE of the images at ALPHA, relabel to TARGET."""
+    from mithridate.attacks import Blend
+
+    _run_attack(Blend(target=target, poison_rate=rate, alpha=alpha, pattern=pattern_image), data, out_path, truth,
+                label, features, id_col, test_size, seed, as_json)
+
+
+# detect ---------------------------------------------------------------------------------------
+@app.command()
+def detect(
+    detector: DetectorName = typer.Argument(..., help="Detector: spectral (Tran et al. 2018) or spectre (Hayase et al. 2021)."),
+    data: str = DataArg,
+    model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA."),
+    layer: str = typer.Option("penultimate", "--layer", help="Model layer whose activations are scored."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Assumed max poisoned fraction per class: flag the top 1.5*budget of each class. Default: the detector's budget-free rule."),
+    scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
+    label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst."""
+    import pandas as pd
+
+    from mithridate import registry
+    from mithridate.data import load_ground_truth
+    from mithridate.eval.scenario import detection_metrics
+    from mithridate.models import TorchClassifier, default_classifier
+    from mithridate.utils import atomic_path
+
+    splits = _load(data, label, features, id_col, test_size, seed)
+    train_set = splits.train
+    if model_path is not None:
+        model = TorchClassifier.load(model_path)
+    else:
+        if not as_json:
+            err.print(f"No --model given: training the default network on {len(train_set)} samples of {splits.name}.")
+        model = default_classifier(len(train_set), random_state=seed, progress=not as_json)
+        model.fit(train_set, n_classes=train_set.n_classes)
+    det = registry.create("detector", detector.value, layer=layer)
+    t0 = time.perf_counter()
+    det.fit(train_set, model=model)
+    flags = det.flag(budget=budget) if budget is not None else det.flag()
+    seconds = time.perf_counter() - t0
+    doc: dict = {"detector": det.name, "dataset": splits.name, "n_samples": len(train_set), "layer": layer,
+                 "budget": budget, "n_flagged": int(flags.sum()), "seconds": seconds}
+    per_class = pd.Series(flags).groupby(train_set.y).sum()
+    doc["flagged_per_class"] = {str(train_set.classes[int(c)]): int(v) for c, v in per_class.items()}
+    if truth is not None:
+        is_poison = load_ground_truth(truth, train_set.ids)
+        doc["metrics"] = detection_metrics(det.scores_, is_poison, flags)
+    if scores_out is not None:
+        df = pd.DataFrame({"id": train_set.ids, "label": train_set.labels, "score": det.scores_, "flagged": flags})
+        with atomic_path(scores_out) as tmp:
+            df.to_csv(tmp, index=False)
+        doc["scores_file"] = str(scores_out)
+    if as_json:
+        _print_json(doc)
+        return
+    out.print(f"{det.name} on {splits.name} ({len(train_set)} samples, layer {layer!r}): flagged {int(flags.sum())} "
+              f"in {seconds:.2f} s")
+    top = ", ".join(f"{k}: {v}" for k, v in sorted(doc["flagged_per_class"].items(), key=lambda kv: -kv[1])[:5] if v)
+    out.print(f"  most flagged classes: {top or 'none'}")
+    if "metrics" in doc:
+        m = doc["metrics"]
+        out.print(f"  against ground truth: AUROC {_fmt(m['auroc'])}, AP {_fmt(m['average_precision'])}, "
+                  f"TPR@5%FPR {_fmt(m['tpr_at_5pct_fpr'])}, precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}")
+    if scores_out is not None:
+        out.print(f"  scores written to {scores_out}")
+
+
+# evaluate -------------------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    data: str = DataArg,
+    model_path: Path = typer.Option(..., "--model", help="A model saved by `mithridate train`."),
+    trigger_path: Optional[Path] = typer.Option(None, "--trigger", help="Trigger file written by `mithridate attack` (for ASR)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target class (default: the one stored with the trigger)."),
+    label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Clean accuracy of a model on DATA's test split, and with --trigger its attack success rate."""
+    from mithridate.attacks import Trigger
+    from mithridate.attacks.base import resolve_target
+    from mithridate.eval import metrics as M
+    from mithridate.models import TorchClassifier
+
+    splits = _load(data, label, features, id_col, test_size, seed)
+    model = TorchClassifier.load(model_path)
+    test = splits.test
+    pred = model.predict(test.X)
+    doc: dict = {"dataset": splits.name, "model": str(model_path), "n_test": len(test),
+                 "clean_accuracy": M.accuracy(test.y, pred)}
+    if trigger_path is not None:
+        trig = Trigger.load(trigger_path)
+        tgt = resolve_target(test, target) if target is not None else trig.target
+        if tgt is None:
+            raise ConfigError("the trigger file stores no target class; pass --target")
+        keep = test.subset(test.y != tgt)
+        tpred = model.predict(trig.apply(keep.X))
+        doc.update({"target": int(tgt), "asr": M.attack_success_rate(keep.y, tpred, tgt),
+                    "robust_accuracy": M.robust_accuracy(keep.y, tpred, tgt)})
+    if as_json:
+        _print_json(doc)
+        return
+    line = f"clean accuracy {_fmt(doc['clean_accuracy'])} on {len(test)} test samples"
+    if "asr" in doc:
+        line += f"; attack success rate {_fmt(doc['asr'])}, robust accuracy {_fmt(doc['robust_accuracy'])}"
+    out.print(line)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except MithridateError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            err.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
