@@ -184,16 +184,17 @@ def _print_scenario(result) -> None:
         t.add_row(r["stage"], _fmt(r["clean_accuracy"]), _fmt(r.get("asr", float("nan"))),
                   _fmt(r.get("robust_accuracy", float("nan"))), str(r.get("removed", "")))
     out.print(t)
-    d = Table(title="Detection (no ground truth used; measured against it)")
-    for col in ("detector", "AUROC", "avg precision", "TPR@1%FPR", "TPR@5%FPR", "precision@true budget",
-                "flagged", "precision", "recall", "seconds"):
+    d = Table(title="Detection (run without ground truth; scored against it)")
+    for col in ("detector", "AUROC", "AP", "TPR@5%FPR", "prec@k*", "flagged", "prec", "recall", "s"):
         d.add_column(col, justify="right")
     for name, m in result.detection.items():
-        d.add_row(name + (" (removed)" if name == result.sanitizer else ""), _fmt(m["auroc"]),
-                  _fmt(m["average_precision"]), _fmt(m["tpr_at_1pct_fpr"]), _fmt(m["tpr_at_5pct_fpr"]),
+        d.add_row(name + ("*" if name == result.sanitizer else ""), _fmt(m["auroc"]),
+                  _fmt(m["average_precision"]), _fmt(m["tpr_at_5pct_fpr"]),
                   _fmt(m["precision_at_true_budget"]), str(m.get("n_flagged", "")), _fmt(m.get("precision", float("nan"))),
-                  _fmt(m.get("recall", float("nan"))), f"{m['seconds']:.2f}")
+                  _fmt(m.get("recall", float("nan"))), f"{m['seconds']:.1f}")
     out.print(d)
+    out.print(f"{result.sanitizer}* = its flags were removed before retraining; prec@k* = precision of the top k "
+              "scores, k = the true number of poisons; AP = average precision.")
 
 
 # datasets -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 
 from mithridate.attacks.base import Attack, Poisoning
 from mithridate.data.dataset import Dataset, DatasetSplits
+from mithridate.errors import ConfigError
 from mithridate.eval import metrics as M
 from mithridate.utils import RandomState, check_random_state, seed_from
 
@@ -99,6 +100,11 @@ def run_backdoor_scenario(
     budget : float, optional
         Passed to ``flag(budget=...)``; ``None`` uses each detector's budget-free default rule.
     """
+    names = [d.name for d in detectors]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"detector names must be unique in one scenario, got {names}")
+    if sanitize_with is not None and sanitize_with not in names:
+        raise ConfigError(f"sanitize_with={sanitize_with!r} is not one of the detectors {names}")
     rng = check_random_state(random_state)
     model_seed = seed_from(rng)
     step = on_step or (lambda s: None)
@@ -144,14 +150,28 @@ def run_backdoor_scenario(
         rows.append(row)
     config = {"dataset": splits.name, "n_train": len(splits.train), "n_test": len(splits.test),
               "attack": attack.name, "attack_params": _jsonable(attack.get_params()),
-              "detectors": [d.name for d in detectors], "flag_budget": budget, "model_seed": model_seed}
+              "detectors": [d.name for d in detectors], "flag_budget": budget, "model_seed": model_seed,
+              "model": _describe_model(poisoned_model)}
     return BackdoorScenarioResult(config=config, rows=rows, detection=detection, budget=dict(poisoning.budget),
                                   timings=timings, poisoning=poisoning, scores=scores, flags=flags,
                                   sanitizer=sanitizer)
 
 
+def _describe_model(model: Any) -> dict:
+    desc = {"class": type(model).__name__}
+    if hasattr(model, "get_config"):
+        desc.update(model.get_config())
+    if hasattr(model, "arch_"):
+        desc["arch"] = model.arch_
+    if hasattr(model, "kind"):
+        desc["kind"] = model.kind
+    return _jsonable(desc)
+
+
 def _jsonable(d: dict) -> dict:
     out = {}
     for k, v in d.items():
+        if isinstance(v, tuple):
+            v = list(v)
         out[k] = v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)
     return out
