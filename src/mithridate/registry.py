@@ -38,6 +38,8 @@ _KINDS = {"attack": _attacks, "detector": _detectors, "model": _models}
 
 def names(kind: str) -> list[str]:
     """Registered names of one kind ("attack", "detector" or "model")."""
+    if kind not in _KINDS:
+        raise ConfigError(f"unknown registry kind {kind!r}; use one of {sorted(_KINDS)}")
     return sorted(_KINDS[kind]())
 
 

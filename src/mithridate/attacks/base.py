@@ -76,15 +76,24 @@ class Attack:
 
 
 def resolve_target(dataset: Dataset, target: Any) -> int:
-    """Accept a class index or a class label as the user wrote it; return the class index."""
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        if 0 <= int(target) < dataset.n_classes:
-            return int(target)
-    if target in dataset.classes:
+    """Return the class index for ``target``, given as a label or as a class index.
+
+    A label as written in the data wins: with classes ``(1, 2, 3)``, ``target=1`` (or ``"1"``)
+    means the class labelled 1, not index 1. A value that is not a label is read as an index.
+    """
+    if isinstance(target, str) and target in dataset.classes:
         return dataset.classes.index(target)
-    if isinstance(target, str) and target.lstrip("-").isdigit():
-        return resolve_target(dataset, int(target))
+    as_int = None
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        as_int = int(target)
+    elif isinstance(target, str) and target.strip().lstrip("-").isdigit():
+        as_int = int(target)
+    if as_int is not None:
+        if as_int in dataset.classes:
+            return dataset.classes.index(as_int)
+        if 0 <= as_int < dataset.n_classes:
+            return as_int
     raise ConfigError(
-        f"target {target!r} is neither a class index in [0, {dataset.n_classes - 1}] nor one of the classes "
-        f"{list(dataset.classes)[:20]}"
+        f"target {target!r} is neither one of the classes {list(dataset.classes)[:20]} nor a class index in "
+        f"[0, {dataset.n_classes - 1}]"
     )

@@ -34,7 +34,10 @@ def encode_labels(y: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarra
 
     Integral floats (``1.0``) count as ints; other floats, NaN and mixed types are refused.
     """
+    raw = y
     y = np.asarray(y)
+    if y.dtype.kind == "U" and not isinstance(raw, np.ndarray):
+        y = np.asarray(list(raw), dtype=object)  # numpy would silently stringify [1, "a"]
     if y.ndim != 1:
         raise DataError(f"labels must be one-dimensional, got shape {y.shape}")
     if y.dtype == bool:
@@ -81,6 +84,19 @@ def encode_labels(y: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarra
     return idx.astype(np.int64), tuple(c.item() if hasattr(c, "item") else c for c in classes_arr)
 
 
+def _check_targets(y: Any) -> np.ndarray:
+    """Regression targets: one-dimensional finite numbers."""
+    try:
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("regression targets must be numbers; this column holds non-numeric values") from None
+    if y.ndim != 1:
+        raise DataError(f"regression targets must be one-dimensional, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise DataError("regression targets contain NaN or infinite values; drop or fix those rows")
+    return y
+
+
 def _check_features(X: Any) -> np.ndarray:
     try:
         X = np.asarray(X)
@@ -97,8 +113,7 @@ def _check_features(X: Any) -> np.ndarray:
         raise DataError(
             f"features must be N x D (table) or N x C x H x W (images), got shape {X.shape}"
         )
-    if X.dtype != np.float32:
-        X = X.astype(np.float32)
+    X = np.array(X, dtype=np.float32, copy=True)  # never alias the caller's array
     if not np.all(np.isfinite(X)):
         bad = np.where(~np.isfinite(X.reshape(len(X), -1)).all(axis=1))[0]
         raise DataError(
@@ -132,6 +147,8 @@ class Dataset:
         Ground truth, only in simulation (set by attacks). Detectors never read it.
     name : str
         A short name for reports.
+    task : {"classification", "regression"}
+        For regression, ``y`` holds float64 targets and ``classes`` is empty.
 
     Examples
     --------
@@ -150,6 +167,7 @@ class Dataset:
     meta: pd.DataFrame = field(repr=False)
     is_poison: Optional[np.ndarray] = None
     name: str = "dataset"
+    task: str = "classification"
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -164,21 +182,28 @@ class Dataset:
         is_poison: Optional[Any] = None,
         name: str = "dataset",
         min_classes: int = 2,
+        task: str = "classification",
     ) -> "Dataset":
         """Validate user arrays and build a Dataset.
 
         Raises :class:`~mithridate.errors.DataError` with a message saying what is wrong for
         empty data, mismatched lengths, NaN/inf features, labels that are neither integers nor
-        strings, duplicate ids, or fewer than ``min_classes`` classes.
+        strings, duplicate ids, or fewer than ``min_classes`` classes. With
+        ``task="regression"`` the targets must be finite numbers instead.
         """
         X = _check_features(X)
         n = len(X)
         if n == 0:
             raise DataError("the dataset is empty (0 samples)")
-        y_idx, classes_t = encode_labels(y, classes)
+        if task == "regression":
+            y_idx, classes_t = _check_targets(y), ()
+        elif task == "classification":
+            y_idx, classes_t = encode_labels(y, classes)
+        else:
+            raise DataError(f"task must be 'classification' or 'regression', got {task!r}")
         if len(y_idx) != n:
             raise DataError(f"features have {n} rows but labels have {len(y_idx)}; they must match")
-        present = len(np.unique(y_idx))
+        present = len(np.unique(y_idx)) if task == "classification" else min_classes
         if present < min_classes:
             raise DataError(
                 f"the labels hold {present} class(es) ({[classes_t[i] for i in np.unique(y_idx)]}); "
@@ -187,7 +212,7 @@ class Dataset:
         if ids is None:
             ids_arr = np.arange(n, dtype=np.int64)
         else:
-            ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+            ids_arr = np.array(list(ids) if not isinstance(ids, np.ndarray) else ids, copy=True)
             if len(ids_arr) != n:
                 raise DataError(f"{len(ids_arr)} ids given for {n} samples")
             if len(pd.unique(ids_arr)) != n:
@@ -203,14 +228,16 @@ class Dataset:
             if col not in meta.columns:
                 meta[col] = None
         if is_poison is not None:
-            is_poison = np.asarray(is_poison, dtype=bool)
+            is_poison = np.array(is_poison, dtype=bool, copy=True)
             if is_poison.shape != (n,):
                 raise DataError(f"is_poison must have shape ({n},), got {is_poison.shape}")
-        return cls(X=X, y=y_idx, classes=classes_t, ids=ids_arr, meta=meta, is_poison=is_poison, name=name)
+        return cls(X=X, y=y_idx, classes=classes_t, ids=ids_arr, meta=meta, is_poison=is_poison, name=name,
+                   task=task)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "X", _readonly(np.asarray(self.X)))
-        object.__setattr__(self, "y", _readonly(np.asarray(self.y, dtype=np.int64)))
+        ydtype = np.float64 if self.task == "regression" else np.int64
+        object.__setattr__(self, "y", _readonly(np.asarray(self.y, dtype=ydtype)))
         object.__setattr__(self, "ids", _readonly(np.asarray(self.ids)))
         if self.is_poison is not None:
             object.__setattr__(self, "is_poison", _readonly(np.asarray(self.is_poison, dtype=bool)))
@@ -221,10 +248,12 @@ class Dataset:
 
     def __repr__(self) -> str:
         poison = "" if self.is_poison is None else f", poisoned={int(self.is_poison.sum())}"
-        return (
-            f"Dataset(name={self.name!r}, n={len(self)}, shape={self.X.shape[1:]}, "
-            f"classes={self.n_classes}{poison})"
-        )
+        what = "task='regression'" if self.is_regression else f"classes={self.n_classes}"
+        return f"Dataset(name={self.name!r}, n={len(self)}, shape={self.X.shape[1:]}, {what}{poison})"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def n_classes(self) -> int:
@@ -240,6 +269,8 @@ class Dataset:
         return int(np.prod(self.X.shape[1:]))
 
     def class_counts(self) -> np.ndarray:
+        if self.is_regression:
+            raise DataError("a regression dataset has no classes")
         return np.bincount(self.y, minlength=self.n_classes)
 
     @cached_property
@@ -253,13 +284,15 @@ class Dataset:
         """The full provenance table: id, label, metadata columns and content hash."""
         df = self.meta.copy()
         df.insert(0, "id", self.ids)
-        df.insert(1, "label", [self.classes[i] for i in self.y])
+        df.insert(1, "label", self.labels)
         df["content_hash"] = self.content_hashes
         return df
 
     @property
     def labels(self) -> np.ndarray:
-        """Labels as the user wrote them (``classes[y]``)."""
+        """Labels as the user wrote them (``classes[y]``; the targets themselves for regression)."""
+        if self.is_regression:
+            return np.asarray(self.y)
         return np.asarray(self.classes, dtype=object)[self.y]
 
     # -- derivation (always returns a new Dataset) -----------------------------------------
@@ -278,6 +311,7 @@ class Dataset:
             meta=self.meta.iloc[idx].reset_index(drop=True),
             is_poison=None if self.is_poison is None else self.is_poison[idx],
             name=self.name,
+            task=self.task,
         )
 
     def drop(self, mask: Any) -> "Dataset":
@@ -310,5 +344,7 @@ class DatasetSplits:
     source: str = ""
 
     def __post_init__(self) -> None:
+        if self.train.task != self.test.task:
+            raise DataError("train and test splits must have the same task")
         if self.train.classes != self.test.classes:
             raise DataError("train and test splits must share the same classes")

@@ -75,7 +75,8 @@ class SklearnClassifier:
         return X.reshape(len(X), -1)
 
     def logits(self, X: Any) -> np.ndarray:
-        d = self.estimator_.decision_function(self.scaler_.transform(self._flat(X)))
+        flat = self._flat(X)  # checks fitted before touching estimator_
+        d = self.estimator_.decision_function(self.scaler_.transform(flat))
         if d.ndim == 1:
             d = np.stack([-d / 2, d / 2], axis=1)
         full = np.full((len(d), self.n_classes_), -1e9)
@@ -87,7 +88,8 @@ class SklearnClassifier:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         if self.kind == "logreg":
-            p = self.estimator_.predict_proba(self.scaler_.transform(self._flat(X)))
+            flat = self._flat(X)
+            p = self.estimator_.predict_proba(self.scaler_.transform(flat))
             full = np.zeros((len(p), self.n_classes_))
             full[:, self.estimator_.classes_] = p
             return full

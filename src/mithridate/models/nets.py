@@ -182,8 +182,8 @@ class TorchClassifier:
 
     def per_sample_loss(self, X: Any, y: np.ndarray) -> np.ndarray:
         """Cross-entropy of each sample under the trained model."""
-        z = torch.as_tensor(self.logits(X))
-        return nn.functional.cross_entropy(z, torch.as_tensor(np.asarray(y), dtype=torch.long),
+        z = torch.tensor(self.logits(X))
+        return nn.functional.cross_entropy(z, torch.tensor(np.asarray(y), dtype=torch.long),
                                            reduction="none").numpy()
 
     @property

@@ -99,7 +99,7 @@ class Detector:
         return self.scores_ > float(threshold)
 
     def _flag_budget(self, budget: float) -> np.ndarray:
-        return top_k_mask(self.scores_, math.ceil(budget * len(self.scores_)))
+        return top_k_mask(self.scores_, budget_count(budget, len(self.scores_)))
 
 
 def _check_budget(budget: Any) -> float:
@@ -110,6 +110,11 @@ def _check_budget(budget: Any) -> float:
     if not 0.0 < b < 1.0:
         raise ConfigError(f"budget must be in (0, 1), got {budget!r}")
     return b
+
+
+def budget_count(fraction: float, n: int) -> int:
+    """ceil(fraction * n) without floating-point noise (1.5 * 0.1 * 200 is 30, not 31)."""
+    return int(min(n, math.ceil(round(fraction * n, 9))))
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:

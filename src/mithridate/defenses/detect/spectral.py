@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, top_k_mask
+from mithridate.defenses.detect.base import Detector, budget_count, top_k_mask
 from mithridate.errors import ConfigError
 
 
@@ -108,7 +108,7 @@ class SpectralSignatures(Detector):
         mask = np.zeros(len(self.scores_), bool)
         for c in np.unique(self.y_):
             idx = np.flatnonzero(self.y_ == c)
-            k = min(len(idx), math.ceil(1.5 * budget * len(idx)))
+            k = budget_count(1.5 * budget, len(idx))
             mask[idx[top_k_mask(self.scores_[idx], k)]] = True
         return mask
 

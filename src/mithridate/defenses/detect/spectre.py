@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, top_k_mask
+from mithridate.defenses.detect.base import Detector, budget_count, top_k_mask
 from mithridate.errors import ConfigError
 
 
@@ -123,7 +123,7 @@ class Spectre(Detector):
         mask = np.zeros(len(self.scores_), bool)
         for c in np.unique(self.y_):
             idx = np.flatnonzero(self.y_ == c)
-            mask[idx[top_k_mask(self.scores_[idx], min(len(idx), math.ceil(1.5 * budget * len(idx))))]] = True
+            mask[idx[top_k_mask(self.scores_[idx], budget_count(1.5 * budget, len(idx)))]] = True
         return mask
 
     def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:

@@ -1,0 +1,321 @@
+"""Tests for the detectors: spectral signatures (Tran et al. 2018) and SPECTRE (Hayase et al. 2021).
+
+The synthetic data plant a rank-1 backdoor signal: every class is an isotropic Gaussian cloud and
+15% of class 0 is shifted by a large amount along one fixed unit direction ``u``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy.stats import chi2
+
+from mithridate.data import Dataset
+from mithridate.defenses.detect import Detector, SpectralSignatures, Spectre
+from mithridate.defenses.detect.spectre import que_scores
+from mithridate.errors import ConfigError, DataError
+from mithridate.eval.metrics import auroc
+from mithridate.models import TorchClassifier
+
+SIZES = (200, 160, 120)  # unequal on purpose: budgets are per class
+D = 20
+SHIFT = 8.0
+FRAC = 0.15
+
+
+def _planted(seed=0):
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=D)
+    u /= np.linalg.norm(u)
+    X, y, poison = [], [], []
+    for c, n in enumerate(SIZES):
+        F = rng.normal(size=D) * 3 + rng.normal(size=(n, D))
+        p = np.zeros(n, bool)
+        if c == 0:
+            k = int(round(FRAC * n))  # 30 poisons
+            p[:k] = True
+            F[:k] += SHIFT * u
+        X.append(F)
+        y += [c] * n
+        poison.append(p)
+    ds = Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+    return ds, u
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return _planted(0)
+
+
+def _exact_k(budget, n, factor=Fraction(3, 2)):
+    return math.ceil(factor * Fraction(str(budget)) * n)
+
+
+# -- spectral signatures -------------------------------------------------------------------------
+@pytest.mark.parametrize("score", ["paper", "robust"])
+def test_spectral_separates_planted_poison(planted, score):
+    ds, u = planted
+    det = SpectralSignatures(score=score).fit(ds)
+    assert det.scores_.shape == (len(ds),)
+    assert auroc(det.scores_, ds.is_poison) >= 0.99
+    v = det.directions_[0][0]
+    assert abs(float(v @ u)) > 0.95
+    assert det.directions_[0].shape == (1, D)
+    assert det.ids_.tolist() == ds.ids.tolist()
+
+
+def test_spectral_paper_score_equals_hand_computation(planted):
+    ds, _ = planted
+    det = SpectralSignatures(score="paper").fit(ds)
+    X = ds.X.astype(np.float64)
+    for c in range(ds.n_classes):
+        idx = np.flatnonzero(ds.y == c)
+        centred = X[idx] - X[idx].mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        tau = (centred @ vt[0]) ** 2
+        np.testing.assert_allclose(det.scores_[idx], tau, rtol=1e-9, atol=1e-12)
+
+
+def test_spectral_robust_score_equals_hand_computation(planted):
+    ds, _ = planted
+    det = SpectralSignatures(score="robust").fit(ds)
+    X = ds.X.astype(np.float64)
+    for c in range(ds.n_classes):
+        idx = np.flatnonzero(ds.y == c)
+        centred = X[idx] - X[idx].mean(axis=0)
+        p = centred @ det.directions_[c][0]
+        z = (p - np.median(p)) / (1.4826 * np.median(np.abs(p - np.median(p))))
+        np.testing.assert_allclose(det.scores_[idx], z**2, rtol=1e-9)
+        np.testing.assert_allclose(det.z_[idx], np.abs(z), rtol=1e-9)
+
+
+def test_spectral_two_directions_add_up(planted):
+    ds, _ = planted
+    det = SpectralSignatures(score="paper", n_directions=2).fit(ds)
+    X = ds.X.astype(np.float64)
+    idx = np.flatnonzero(ds.y == 1)
+    centred = X[idx] - X[idx].mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(det.scores_[idx], ((centred @ vt[:2].T) ** 2).sum(axis=1), rtol=1e-9)
+    assert det.directions_[1].shape == (2, D)
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.1])
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_flag_budget_is_exactly_ceil_1p5_eps_nc_per_class(planted, cls, budget):
+    # 1.5 * 0.1 * 200 is 30 exactly; floating point gives 30.000000000000004, whose ceil is 31.
+    ds, _ = planted
+    det = cls().fit(ds)
+    flags = det.flag(budget=budget)
+    for c, n_c in enumerate(SIZES):
+        assert int(flags[ds.y == c].sum()) == _exact_k(budget, n_c), (c, n_c)
+        # and the flagged ones are that class's top scores
+        s = det.scores_[ds.y == c]
+        f = flags[ds.y == c]
+        assert s[f].min() >= s[~f].max()
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_flag_budget_at_poison_rate_catches_all_planted(planted, cls):
+    ds, _ = planted
+    flags = cls().fit(ds).flag(budget=FRAC)
+    assert flags[ds.is_poison].all()
+
+
+def test_spectral_default_flag_rule(planted):
+    ds, _ = planted
+    det = SpectralSignatures().fit(ds)
+    flags = det.flag()
+    np.testing.assert_array_equal(flags, det.z_ > 4.0)
+    assert flags[ds.is_poison].all()
+    assert int(flags[~ds.is_poison].sum()) <= 0.01 * int((~ds.is_poison).sum())
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_threshold_flag(planted, cls):
+    ds, _ = planted
+    det = cls().fit(ds)
+    t = float(np.quantile(det.scores_, 0.9))
+    np.testing.assert_array_equal(det.flag(threshold=t), det.scores_ > t)
+    assert det.flag(threshold=det.scores_.max()).sum() == 0
+
+
+# -- SPECTRE -------------------------------------------------------------------------------------
+def test_spectre_separates_planted_poison(planted):
+    ds, _ = planted
+    det = Spectre().fit(ds)
+    assert det.scores_.shape == (len(ds),)
+    assert auroc(det.scores_, ds.is_poison) >= 0.99
+    assert np.all(det.scores_ >= 0)
+
+
+def test_spectre_default_flag_rule(planted):
+    ds, _ = planted
+    det = Spectre().fit(ds)
+    flags = det.flag()
+    np.testing.assert_array_equal(flags, det.p_values_ < 1e-4)
+    assert flags[ds.is_poison].all()
+    assert int(flags[~ds.is_poison].sum()) <= 0.01 * int((~ds.is_poison).sum())
+
+
+def test_que_scores_alpha_to_zero_is_mean_squared_norm():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(400, 5)) * np.array([3.0, 1, 1, 1, 1])  # excess variance along axis 0
+    k = W.shape[1]
+    np.testing.assert_allclose(que_scores(W, alpha=1e-9), (W**2).sum(axis=1) / k, rtol=1e-6)
+    # no direction with excess variance: exactly the mean squared norm, whatever alpha
+    W_small = rng.normal(size=(400, 5)) * 0.5
+    np.testing.assert_array_equal(que_scores(W_small, alpha=4.0), (W_small**2).sum(axis=1) / k)
+
+
+def test_que_scores_large_alpha_is_top_direction_projection():
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(400, 5)) * np.array([3.0, 1, 1, 1, 1])
+    evals, evecs = np.linalg.eigh(np.cov(W, rowvar=False))
+    v = evecs[:, np.argmax(evals)]
+    np.testing.assert_allclose(que_scores(W, alpha=500.0), (W @ v) ** 2, rtol=1e-6)
+
+
+def test_que_scores_alpha4_formula():
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(300, 4)) * np.array([2.0, 1.5, 1, 1])
+    cov = np.cov(W, rowvar=False)
+    evals, evecs = np.linalg.eigh(cov)
+    from scipy.linalg import expm
+
+    M = expm(4.0 * (cov - np.eye(4)) / (evals.max() - 1))
+    M /= np.trace(M)
+    np.testing.assert_allclose(que_scores(W, alpha=4.0), np.einsum("ij,jk,ik->i", W, M, W), rtol=1e-8)
+
+
+def test_spectre_small_alpha_scores_are_whitened_norms(planted):
+    # scores_ = k * QUE; with alpha -> 0 that is the whitened squared norm ||w_i||^2, whose
+    # chi-square tail (k = n_components = 8 degrees of freedom) is p_values_.
+    ds, _ = planted
+    det = Spectre(alpha=1e-9).fit(ds)
+    np.testing.assert_allclose(det.p_values_, chi2.sf(det.scores_, df=8), rtol=1e-5, atol=1e-12)
+
+
+# -- shared contract -----------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_detectors_ignore_ground_truth_and_do_not_mutate(planted, cls):
+    ds, _ = planted
+    X0 = ds.X.tobytes()
+    a = cls().fit(ds).scores_
+    b = cls().fit(ds.without_ground_truth()).scores_
+    np.testing.assert_array_equal(a, b)
+    assert ds.X.tobytes() == X0 and ds.is_poison is not None
+
+
+class _FirstColumn(Detector):
+    name = "first_column"
+
+    def _score(self, features, y):
+        return features[:, 0].astype(np.float64)
+
+
+def test_base_detector_global_budget_is_exact():
+    # base rule: top ceil(budget * n); 0.07 * 100 is 7 exactly, not 7.000000000000001 -> 8
+    n = 100
+    ds = Dataset.from_arrays(np.arange(2 * n, dtype=float).reshape(n, 2), [0, 1] * (n // 2))
+    det = _FirstColumn().fit(ds)
+    for budget in (0.25, 0.07):
+        flags = det.flag(budget=budget)
+        k = math.ceil(Fraction(str(budget)) * n)
+        assert int(flags.sum()) == k, budget
+        assert flags[-k:].all()
+
+
+def test_base_detector_has_no_default_threshold():
+    ds = Dataset.from_arrays(np.eye(4), [0, 1, 0, 1])
+    with pytest.raises(ConfigError, match="budget= or threshold="):
+        _FirstColumn().fit(ds).flag()
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_flag_before_fit(cls):
+    with pytest.raises(ConfigError, match="not fitted"):
+        cls().flag()
+    with pytest.raises(ConfigError, match="not fitted"):
+        cls().flag(budget=0.1)
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+@pytest.mark.parametrize("budget", [0, 0.0, 1, 1.0, -0.1, 1.5, "lots", float("nan")])
+def test_budget_outside_unit_interval(planted, cls, budget):
+    det = cls().fit(planted[0])
+    with pytest.raises(ConfigError, match="budget"):
+        det.flag(budget=budget)
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_budget_and_threshold_together(planted, cls):
+    det = cls().fit(planted[0])
+    with pytest.raises(ConfigError, match="not both"):
+        det.flag(budget=0.1, threshold=1.0)
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_nan_or_misshapen_features(planted, cls):
+    ds = planted[0]
+    feats = np.array(ds.X, copy=True)
+    feats[5, 3] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        cls().fit(ds, features=feats)
+    with pytest.raises(DataError, match="feature rows"):
+        cls().fit(ds, features=ds.X[:-1])
+    with pytest.raises(ConfigError, match="Dataset"):
+        cls().fit(np.asarray(ds.X))
+
+
+def test_bad_detector_parameters(planted):
+    ds = planted[0]
+    with pytest.raises(ConfigError, match="score"):
+        SpectralSignatures(score="median").fit(ds)
+    with pytest.raises(ConfigError, match="n_directions"):
+        SpectralSignatures(n_directions=0).fit(ds)
+    with pytest.raises(ConfigError, match="n_components"):
+        Spectre(n_components=0).fit(ds)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    ds = Dataset.from_arrays(X, y)
+    return ds, TorchClassifier(arch="mlp", hidden=(8,), epochs=2, random_state=0).fit(ds)
+
+
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+def test_model_without_named_layer(tiny_net, cls):
+    ds, net = tiny_net
+    with pytest.raises(ConfigError, match="nope") as info:
+        cls(layer="nope").fit(ds, model=net)
+    msg = str(info.value)
+    for name in ("penultimate", "fc1", "logits"):
+        assert name in msg
+
+
+def test_detector_reads_the_named_layer(tiny_net):
+    ds, net = tiny_net
+    via_model = SpectralSignatures(layer="fc1", score="paper").fit(ds, model=net).scores_
+    via_feats = SpectralSignatures(score="paper").fit(ds, features=net.features(ds.X, layer="fc1")).scores_
+    np.testing.assert_array_equal(via_model, via_feats)
+    pen = SpectralSignatures(score="paper").fit(ds, model=net).scores_
+    np.testing.assert_array_equal(
+        pen, SpectralSignatures(score="paper").fit(ds, features=net.features(ds.X, layer="relu1")).scores_)
+
+
+def test_registry_detectors():
+    from mithridate import registry
+
+    assert registry.names("detector") == ["spectral", "spectre"]
+    assert registry.get("detector", "spectral") is SpectralSignatures
+    det = registry.create("detector", "spectre", alpha=2.0, layer="fc1")
+    assert isinstance(det, Spectre) and det.alpha == 2.0 and det.layer == "fc1"
+    with pytest.raises(ConfigError, match="known: spectral, spectre"):
+        registry.get("detector", "strip")
