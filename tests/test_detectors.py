@@ -11,10 +11,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from scipy.stats import chi2
 
 from mithridate.data import Dataset
-from mithridate.defenses.detect import Detector, SpectralSignatures, Spectre
+from mithridate.defenses.detect import Detector, RobustDistance, SpectralSignatures, Spectre
 from mithridate.defenses.detect.spectre import que_scores
 from mithridate.errors import ConfigError, DataError
 from mithridate.eval.metrics import auroc
@@ -152,13 +151,22 @@ def test_spectre_separates_planted_poison(planted):
     assert np.all(det.scores_ >= 0)
 
 
-def test_spectre_default_flag_rule(planted):
+@pytest.mark.parametrize("cls", [Spectre, RobustDistance])
+def test_spectre_default_flag_rule(planted, cls):
     ds, _ = planted
-    det = Spectre().fit(ds)
+    det = cls().fit(ds)
     flags = det.flag()
-    np.testing.assert_array_equal(flags, det.p_values_ < 1e-4)
-    assert flags[ds.is_poison].all()
-    assert int(flags[~ds.is_poison].sum()) <= 0.01 * int((~ds.is_poison).sum())
+    # pooled robust z of the log whitened norms, computed by hand
+    assert np.all(det.norms_ >= 0)
+    ls = np.log(det.norms_ + 1e-12)
+    med = np.median(ls)
+    z = (ls - med) / (1.4826 * np.median(np.abs(ls - med)))
+    np.testing.assert_allclose(det.z_, z, rtol=1e-9)
+    np.testing.assert_array_equal(flags, z > 3.0)
+    # the pooled rule trades a little recall for few false flags: on this 8-sigma shift it must
+    # catch at least 90% of the poisons and flag at most 2% of the clean samples
+    assert flags[ds.is_poison].mean() >= 0.9
+    assert int(flags[~ds.is_poison].sum()) <= 0.02 * int((~ds.is_poison).sum())
 
 
 def test_que_scores_alpha_to_zero_is_mean_squared_norm():
@@ -191,16 +199,34 @@ def test_que_scores_alpha4_formula():
     np.testing.assert_allclose(que_scores(W, alpha=4.0), np.einsum("ij,jk,ik->i", W, M, W), rtol=1e-8)
 
 
-def test_spectre_small_alpha_scores_are_whitened_norms(planted):
-    # scores_ = k * QUE; with alpha -> 0 that is the whitened squared norm ||w_i||^2, whose
-    # chi-square tail (k = n_components = 8 degrees of freedom) is p_values_.
+def test_spectre_small_alpha_tends_to_robust_distance(planted):
+    # scores_ = k * QUE; as alpha -> 0 that is the whitened squared norm ||w_i||^2, which is
+    # exactly what RobustDistance (alpha = 0) returns.
     ds, _ = planted
-    det = Spectre(alpha=1e-9).fit(ds)
-    np.testing.assert_allclose(det.p_values_, chi2.sf(det.scores_, df=8), rtol=1e-5, atol=1e-12)
+    near = Spectre(alpha=1e-9).fit(ds).scores_
+    exact = RobustDistance().fit(ds).scores_
+    np.testing.assert_allclose(near, exact, rtol=1e-5)
+    assert auroc(exact, ds.is_poison) >= 0.99
+
+
+def test_robust_distance_is_mahalanobis_under_mcd(planted):
+    # one class, no PCA truncation: the score is the MCD robust squared Mahalanobis distance
+    from sklearn.covariance import MinCovDet
+
+    ds, _ = planted
+    one = ds.subset(ds.y == ds.y[0])
+    k = min(32, one.X.shape[1], (len(one) - 1) // 4)
+    det = RobustDistance(n_components=k).fit(one)
+    R = one.X.astype(np.float64)
+    C = R - R.mean(axis=0)
+    _, _, vt = np.linalg.svd(C, full_matrices=False)
+    P = C @ vt[:k].T
+    expected = MinCovDet(random_state=0).fit(P).mahalanobis(P)
+    np.testing.assert_allclose(det.scores_, expected, rtol=1e-6)
 
 
 # -- shared contract -----------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre])
+@pytest.mark.parametrize("cls", [SpectralSignatures, Spectre, RobustDistance])
 def test_detectors_ignore_ground_truth_and_do_not_mutate(planted, cls):
     ds, _ = planted
     X0 = ds.X.tobytes()
@@ -313,9 +339,10 @@ def test_detector_reads_the_named_layer(tiny_net):
 def test_registry_detectors():
     from mithridate import registry
 
-    assert registry.names("detector") == ["spectral", "spectre"]
+    assert registry.names("detector") == ["robust-distance", "spectral", "spectre"]
     assert registry.get("detector", "spectral") is SpectralSignatures
+    assert registry.get("detector", "robust-distance") is RobustDistance
     det = registry.create("detector", "spectre", alpha=2.0, layer="fc1")
     assert isinstance(det, Spectre) and det.alpha == 2.0 and det.layer == "fc1"
-    with pytest.raises(ConfigError, match="known: spectral, spectre"):
+    with pytest.raises(ConfigError, match="known: robust-distance, spectral, spectre"):
         registry.get("detector", "strip")

@@ -46,6 +46,7 @@ err = Console(stderr=True)
 class DetectorName(str, Enum):
     spectral = "spectral"
     spectre = "spectre"
+    robust_distance = "robust-distance"
 
 
 def _fmt(v: Any) -> str:
@@ -131,20 +132,16 @@ def demo(
 
     Trains a clean model, poisons 5% of the training set with a 2x2 white patch relabelled to
     class 0, retrains and measures clean accuracy and attack success rate (ASR), scores every
-    sample with SPECTRE and spectral signatures, removes what SPECTRE flags (no poison rate
-    needed), retrains, and measures again. Writes results.json and a self-contained report.html.
+    sample with a robust distance, SPECTRE and spectral signatures, removes what the robust
+    distance flags (no poison rate needed), retrains, and measures again. Writes results.json
+    and a self-contained report.html.
     """
-    from mithridate.attacks import BadNets
-    from mithridate.data import load_dataset
-    from mithridate.defenses.detect import SpectralSignatures, Spectre
-    from mithridate.eval.scenario import run_backdoor_scenario
-    from mithridate.models import default_classifier
+    from mithridate.eval.scenario import run_demo
     from mithridate.report import to_jsonable, write_report
     from mithridate.utils import atomic_write_text, check_fraction
 
     check_fraction(rate, "--rate")
     t0 = time.perf_counter()
-    splits = load_dataset("digits", random_state=seed)
     quiet = as_json
     status = err.status("starting", spinner="dots") if not quiet else None
 
@@ -155,10 +152,7 @@ def demo(
     if status is not None:
         status.start()
     try:
-        result = run_backdoor_scenario(
-            splits, BadNets(target=0, poison_rate=rate, size=2), [Spectre(), SpectralSignatures()],
-            lambda s: default_classifier(len(splits.train), random_state=s), random_state=seed, on_step=step,
-        )
+        result = run_demo(rate=rate, seed=seed, on_step=step)
     finally:
         if status is not None:
             status.stop()
@@ -326,7 +320,7 @@ def attack_blend(
 # detect ---------------------------------------------------------------------------------------
 @app.command()
 def detect(
-    detector: DetectorName = typer.Argument(..., help="Detector: spectral (Tran et al. 2018) or spectre (Hayase et al. 2021)."),
+    detector: DetectorName = typer.Argument(..., help="Detector: spectral (Tran et al. 2018), spectre (Hayase et al. 2021) or robust-distance (SPECTRE's robust whitening, alpha = 0)."),
     data: str = DataArg,
     model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA."),
     layer: str = typer.Option("penultimate", "--layer", help="Model layer whose activations are scored."),

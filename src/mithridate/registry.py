@@ -15,9 +15,9 @@ def _attacks() -> Dict[str, Callable[..., Any]]:
 
 def _detectors() -> Dict[str, Callable[..., Any]]:
     from mithridate.defenses.detect.spectral import SpectralSignatures
-    from mithridate.defenses.detect.spectre import Spectre
+    from mithridate.defenses.detect.spectre import RobustDistance, Spectre
 
-    return {"spectral": SpectralSignatures, "spectre": Spectre}
+    return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance}
 
 
 def _models() -> Dict[str, Callable[..., Any]]:

@@ -28,7 +28,8 @@ class BackdoorScenarioResult:
     ``rows`` is the long results table (one row per stage: clean, poisoned, sanitized), each with
     clean accuracy, ASR and robust accuracy. ``detection`` maps a detector name to its metrics
     (AUROC, AP, TPR at 1%/5% FPR, precision at the true budget, flagged precision/recall) and
-    seconds. The arrays after ``poisoning`` are kept for reports, not for JSON.
+    seconds. The arrays after ``poisoning`` and the trained ``models`` (stage -> model) are kept for
+    reports and further use, not for JSON.
     """
 
     config: dict
@@ -40,6 +41,7 @@ class BackdoorScenarioResult:
     scores: dict = field(default_factory=dict, repr=False)
     flags: dict = field(default_factory=dict, repr=False)
     sanitizer: str = ""
+    models: dict = field(default_factory=dict, repr=False)
 
     def stage(self, name: str) -> dict:
         return next(r for r in self.rows if r["stage"] == name)
@@ -110,12 +112,14 @@ def run_backdoor_scenario(
     step = on_step or (lambda s: None)
     timings: dict = {}
     rows: list = []
+    models: dict = {}
 
     def fit(data: Dataset, stage: str):
         step(f"training the {stage} model on {len(data)} samples")
         t0 = time.perf_counter()
         model = model_factory(model_seed).fit(data, n_classes=splits.train.n_classes)
         timings[f"train_{stage}"] = time.perf_counter() - t0
+        models[stage] = model
         return model
 
     step(f"poisoning with {attack.name}")
@@ -154,7 +158,7 @@ def run_backdoor_scenario(
               "model": _describe_model(poisoned_model)}
     return BackdoorScenarioResult(config=config, rows=rows, detection=detection, budget=dict(poisoning.budget),
                                   timings=timings, poisoning=poisoning, scores=scores, flags=flags,
-                                  sanitizer=sanitizer)
+                                  sanitizer=sanitizer, models=models)
 
 
 def _describe_model(model: Any) -> dict:
@@ -175,3 +179,24 @@ def _jsonable(d: dict) -> dict:
             v = list(v)
         out[k] = v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)
     return out
+
+
+def run_demo(*, rate: float = 0.05, seed: int = 0, on_step: Optional[Callable[[str], None]] = None
+             ) -> BackdoorScenarioResult:
+    """The scenario behind ``mithridate demo`` (and its end-to-end test).
+
+    Digits (scikit-learn, split with ``seed``), BadNets with a 2x2 white patch relabelled to
+    class 0 at ``rate`` of the training set, the default CNN, three detectors on its
+    penultimate layer — robust distance (sanitiser), SPECTRE and spectral signatures — and
+    removal of what the robust distance's budget-free rule flags.
+    """
+    from mithridate.attacks.backdoor import BadNets
+    from mithridate.data.loaders import load_dataset
+    from mithridate.defenses.detect import RobustDistance, SpectralSignatures, Spectre
+    from mithridate.models.nets import default_classifier
+
+    splits = load_dataset("digits", random_state=seed)
+    return run_backdoor_scenario(
+        splits, BadNets(target=0, poison_rate=rate, size=2), [RobustDistance(), Spectre(), SpectralSignatures()],
+        lambda s: default_classifier(len(splits.train), random_state=s), random_state=seed, on_step=on_step,
+    )

@@ -2,6 +2,6 @@
 
 from mithridate.defenses.detect.base import Detector
 from mithridate.defenses.detect.spectral import SpectralSignatures
-from mithridate.defenses.detect.spectre import Spectre
+from mithridate.defenses.detect.spectre import RobustDistance, Spectre
 
-__all__ = ["Detector", "SpectralSignatures", "Spectre"]
+__all__ = ["Detector", "RobustDistance", "SpectralSignatures", "Spectre"]

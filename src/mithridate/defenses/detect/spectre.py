@@ -29,6 +29,8 @@ from mithridate.errors import ConfigError
 def que_scores(W: np.ndarray, alpha: float = 4.0) -> np.ndarray:
     """QUE score of whitened points ``W`` (n x k), Hayase et al. Eq. (4)."""
     n, k = W.shape
+    if alpha == 0:  # the limit alpha -> 0: M = I / k, the whitened squared norm
+        return (W**2).sum(axis=1) / k
     cov = np.cov(W, rowvar=False).reshape(k, k)
     evals, evecs = np.linalg.eigh(cov)
     top = float(evals.max())
@@ -40,6 +42,16 @@ def que_scores(W: np.ndarray, alpha: float = 4.0) -> np.ndarray:
     return np.einsum("ij,jk,ik->i", W, M, W)
 
 
+def _log_robust_z(scores: np.ndarray) -> np.ndarray:
+    """Robust z-score (median, 1.4826·MAD) of log scores over all samples."""
+    ls = np.log(np.maximum(scores, 0) + 1e-12)
+    med = np.median(ls)
+    mad = 1.4826 * np.median(np.abs(ls - med))
+    if not mad > 1e-12:
+        mad = float(np.std(ls)) or 1.0
+    return (ls - med) / mad
+
+
 class Spectre(Detector):
     """Robust whitening plus the QUE score, per class.
 
@@ -47,14 +59,19 @@ class Spectre(Detector):
     ----------
     layer : str, default="penultimate"
         Named model layer whose activations are scored (raw features when no model is given).
-    n_components : int, default=8
-        Principal directions kept per class before robust estimation (capped by class size).
+    n_components : int, default=32
+        Principal directions kept per class before robust estimation (capped at a quarter of
+        the class size and at the feature dimension).
     alpha : float, default=4.0
-        QUE exponent (Hayase et al. use 4).
-    p_threshold : float, default=1e-4
-        :meth:`flag` without arguments flags samples whose robust squared Mahalanobis distance
-        ‖w_i‖² has a chi-square (k degrees of freedom) tail probability below this: the
-        classical robust-distance outlier rule, which needs no poison rate.
+        QUE exponent (Hayase et al. use 4); 0 gives the whitened squared norm (see
+        :class:`RobustDistance`).
+    z_threshold : float, default=3.0
+        :meth:`flag` without arguments flags samples whose log whitened squared norm ‖w_i‖²
+        lies more than this many robust standard deviations (1.4826·MAD) above the median of the
+        *whole* training set (the norm, not QUE, because its log is well-behaved for clean data).
+        Norms are whitened, hence comparable across classes, and pooling keeps the
+        rule working when a class is half poisoned (a per-class median would then sit among the
+        poisons). No poison rate is needed; it assumes poisons are a minority of the data.
     random_state : int, default=0
         Seeds the MCD estimator.
 
@@ -62,8 +79,10 @@ class Spectre(Detector):
     ----------
     scores_ : ndarray of shape (n_samples,)
         QUE score per sample (scaled by k), comparable across classes.
-    p_values_ : ndarray of shape (n_samples,)
-        Chi-square tail probability of each sample's whitened squared norm in its class.
+    norms_ : ndarray of shape (n_samples,)
+        Whitened squared norm ‖w_i‖² of each sample in its class (the robust distance).
+    z_ : ndarray of shape (n_samples,)
+        Robust z-score of each log norm against the whole training set.
 
     Examples
     --------
@@ -78,22 +97,23 @@ class Spectre(Detector):
 
     name = "spectre"
 
-    def __init__(self, layer: str = "penultimate", n_components: int = 8, alpha: float = 4.0,
-                 p_threshold: float = 1e-4, random_state: int = 0):
+    def __init__(self, layer: str = "penultimate", n_components: int = 32, alpha: float = 4.0,
+                 z_threshold: float = 3.0, random_state: int = 0):
         self.layer = layer
         self.n_components = n_components
         self.alpha = alpha
-        self.p_threshold = p_threshold
+        self.z_threshold = z_threshold
         self.random_state = random_state
 
     def _score(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
-        from scipy.stats import chi2
         from sklearn.covariance import MinCovDet
 
+        if float(self.alpha) < 0:
+            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
         if int(self.n_components) < 1:
             raise ConfigError(f"n_components must be >= 1, got {self.n_components}")
         scores = np.zeros(len(features))
-        z = np.ones(len(features))
+        norms = np.zeros(len(features))
         for c in np.unique(y):
             idx = np.flatnonzero(y == c)
             k = min(int(self.n_components), features.shape[1], max(1, (len(idx) - 1) // 4))
@@ -114,9 +134,9 @@ class Spectre(Detector):
             W = (P - mcd.location_) @ evecs / np.sqrt(evals)
             sc = que_scores(W, float(self.alpha)) * W.shape[1]
             scores[idx] = sc
-            # tail probability of the whitened squared norm under a clean Gaussian class
-            z[idx] = chi2.sf((W**2).sum(axis=1), df=W.shape[1])
-        self.p_values_ = z
+            norms[idx] = (W**2).sum(axis=1)
+        self.norms_ = norms
+        self.z_ = _log_robust_z(norms)
         return scores
 
     def _flag_budget(self, budget: float) -> np.ndarray:
@@ -127,8 +147,44 @@ class Spectre(Detector):
         return mask
 
     def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:
-        """Flag by per-class budget, a score threshold, or (default) chi-square p-value < ``p_threshold``."""
+        """Flag by per-class budget, a score threshold, or (default) pooled robust z > ``z_threshold``."""
         if budget is None and threshold is None:
             self._check_fitted()
-            return self.p_values_ < float(self.p_threshold)
+            return self.z_ > float(self.z_threshold)
         return super().flag(budget=budget, threshold=threshold)
+
+
+class RobustDistance(Spectre):
+    """Per-class robust Mahalanobis distance in the top principal directions (SPECTRE with α = 0).
+
+    Steps 1–2 of SPECTRE (PCA to k dims, MCD mean and covariance, whitening), scored by the
+    whitened squared norm ‖w_i‖² — the classical robust-distance outlier rule of Rousseeuw & van
+    Zomeren (1990). Where QUE (α > 0) favours the one direction with the most excess variance,
+    the plain norm also catches poisons spread over several directions, as in all-to-one
+    backdoors whose victims come from every other class.
+
+    Parameters
+    ----------
+    layer : str, default="penultimate"
+    n_components : int, default=32
+    z_threshold : float, default=3.0
+        See :class:`Spectre`.
+    random_state : int, default=0
+
+    Examples
+    --------
+    >>> det = RobustDistance().fit(poisoned, model=net)     # doctest: +SKIP
+    >>> flagged = det.flag()
+
+    References
+    ----------
+    Rousseeuw, van Zomeren. "Unmasking Multivariate Outliers and Leverage Points." JASA 1990.
+    Hayase, Kong, Somani, Oh. "SPECTRE." ICML 2021 (the same whitening, α → 0).
+    """
+
+    name = "robust-distance"
+
+    def __init__(self, layer: str = "penultimate", n_components: int = 32, z_threshold: float = 3.0,
+                 random_state: int = 0):
+        super().__init__(layer=layer, n_components=n_components, alpha=0.0, z_threshold=z_threshold,
+                         random_state=random_state)
