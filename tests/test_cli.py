@@ -1,0 +1,104 @@
+"""The command line: happy paths on small data, and one clear line + exit 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mithridate.cli import main
+
+
+def run(args, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mithridate", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+        raise SystemExit(0)
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_help_lists_commands(capsys, monkeypatch):
+    code, out, _ = run(["--help"], capsys, monkeypatch)
+    assert code == 0
+    for cmd in ("demo", "datasets", "train", "attack", "detect", "evaluate"):
+        assert cmd in out
+
+
+def test_datasets_json(capsys, monkeypatch):
+    code, out, _ = run(["datasets", "--json"], capsys, monkeypatch)
+    assert code == 0
+    names = {r["name"] for r in json.loads(out)}
+    assert {"digits", "breast_cancer", "wine", "iris", "fashion-mnist"} <= names
+
+
+def test_attack_train_evaluate_detect_round_trip(workdir, capsys, monkeypatch):
+    poisoned = workdir / "p.npz"
+    code, out, err = run(["attack", "badnets", "digits", "--out", poisoned, "--rate", "0.05", "--size", "2",
+                          "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n_poison"] == 63 and doc["target"] == 0
+    truth = pd.read_csv(doc["ground_truth"])
+    assert int(truth["is_poison"].sum()) == 63
+    with np.load(poisoned, allow_pickle=False) as z:
+        assert "is_poison_train" not in z.files  # the poisoned data carries no ground truth
+        assert z["x_train"].shape[1:] == (1, 8, 8)
+    model = workdir / "m.pt"
+    code, out, err = run(["train", poisoned, "--out", model, "--epochs", "15", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"] > 0.9
+    code, out, err = run(["evaluate", poisoned, "--model", model, "--trigger", doc["trigger"], "--json"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["target"] == 0 and ev["asr"] > 0.8 and ev["clean_accuracy"] > 0.9
+    scores = workdir / "scores.csv"
+    code, out, err = run(["detect", "robust-distance", poisoned, "--model", model, "--truth", doc["ground_truth"],
+                          "--out", scores, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    det = json.loads(out)
+    assert det["metrics"]["auroc"] > 0.9
+    df = pd.read_csv(scores)
+    assert list(df.columns) == ["id", "label", "score", "flagged"] and len(df) == 1258
+    assert int(df["flagged"].sum()) == det["n_flagged"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["attack", "badnets", "no-such-dataset", "--out", "{d}/x.npz"], "unknown dataset"),
+        (["attack", "badnets", "{d}/missing.csv", "--out", "{d}/x.npz", "--label", "y"], "not found"),
+        (["attack", "badnets", "breast_cancer", "--out", "{d}/x.npz"], "needs image data"),
+        (["attack", "badnets", "digits", "--out", "{d}/x.npz", "--rate", "1.5"], "poison_rate"),
+        (["attack", "badnets", "digits", "--out", "{d}/x.npz", "--target", "cat"], "target 'cat'"),
+        (["attack", "blend", "digits", "--out", "{d}/x.npz", "--alpha", "0"], "alpha"),
+        (["detect", "spectral", "{d}/nan.csv", "--label", "y"], "NaN"),
+        (["detect", "spectral", "{d}/table.csv", "--label", "nope"], "nope"),
+        (["detect", "spectral", "{d}/bad.npz"], "must match"),
+        (["detect", "spectral", "digits", "--model", "{d}/table.csv"], "not a mithridate model"),
+        (["evaluate", "digits", "--model", "{d}/missing.pt"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys, monkeypatch):
+    pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "b": [1.0, 2, 3, 4], "y": [0, 1, 0, 1]}).to_csv(tmp_path / "nan.csv", index=False)
+    pd.DataFrame({"a": np.arange(20.0), "y": [0, 1] * 10}).to_csv(tmp_path / "table.csv", index=False)
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((5, 3)), y_train=np.zeros(4), x_test=np.zeros((2, 3)),
+             y_test=np.zeros(2))
+    args = [a.format(d=tmp_path) for a in args]
+    before = set(p.name for p in tmp_path.iterdir())
+    code, out, err = run(args, capsys, monkeypatch)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("error:"), err
+    assert needle.lower() in err.lower(), err
+    assert "Traceback" not in err
+    assert set(p.name for p in tmp_path.iterdir()) == before  # nothing (half-)written
