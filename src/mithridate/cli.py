@@ -13,14 +13,14 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mithridate import __version__
-from mithridate.errors import ConfigError, DataError, MithridateError
+from mithridate.errors import ConfigError, MithridateError
 
 app = typer.Typer(
     name="mithridate",

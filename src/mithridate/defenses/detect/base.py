@@ -78,6 +78,13 @@ class Detector:
         """Threshold used by :meth:`flag` when neither budget nor threshold is given."""
         raise ConfigError(f"{self.name} has no default threshold; pass budget= or threshold=")
 
+    def default_flags(self) -> np.ndarray:
+        """Flags of the budget-free rule: ``z_ > z_threshold`` for detectors that compute a
+        robust z-score ``z_``, else ``scores_ > default_threshold()``."""
+        if hasattr(self, "z_") and getattr(self, "z_threshold", None) is not None:
+            return self.z_ > float(self.z_threshold)
+        return self.scores_ > float(self.default_threshold())
+
     def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:
         """Boolean mask of flagged samples.
 
@@ -95,7 +102,7 @@ class Detector:
         if budget is not None:
             return self._flag_budget(_check_budget(budget))
         if threshold is None:
-            threshold = self.default_threshold()
+            return self.default_flags()
         return self.scores_ > float(threshold)
 
     def _flag_budget(self, budget: float) -> np.ndarray:
@@ -115,6 +122,15 @@ def _check_budget(budget: Any) -> float:
 def budget_count(fraction: float, n: int) -> int:
     """ceil(fraction * n) without floating-point noise (1.5 * 0.1 * 200 is 30, not 31)."""
     return int(min(n, math.ceil(round(fraction * n, 9))))
+
+
+def per_class_budget_mask(scores: np.ndarray, y: np.ndarray, fraction: float) -> np.ndarray:
+    """In every class, flag the top ``ceil(fraction * n_c)`` scores."""
+    mask = np.zeros(len(scores), bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        mask[idx[top_k_mask(scores[idx], budget_count(fraction, len(idx)))]] = True
+    return mask
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:

@@ -12,12 +12,10 @@ the poisoned fraction of a class.
 
 from __future__ import annotations
 
-import math
-from typing import Optional
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, budget_count, top_k_mask
+from mithridate.defenses.detect.base import Detector, per_class_budget_mask
 from mithridate.errors import ConfigError
 
 
@@ -107,16 +105,4 @@ class SpectralSignatures(Detector):
 
     def _flag_budget(self, budget: float) -> np.ndarray:
         """Per class, flag the top ceil(1.5 * budget * n_c) scores (Tran et al.)."""
-        mask = np.zeros(len(self.scores_), bool)
-        for c in np.unique(self.y_):
-            idx = np.flatnonzero(self.y_ == c)
-            k = budget_count(1.5 * budget, len(idx))
-            mask[idx[top_k_mask(self.scores_[idx], k)]] = True
-        return mask
-
-    def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:
-        """Flag by per-class budget, by a score threshold, or (default) by robust z > ``z_threshold``."""
-        if budget is None and threshold is None:
-            self._check_fitted()
-            return self.z_ > float(self.z_threshold)
-        return super().flag(budget=budget, threshold=threshold)
+        return per_class_budget_mask(self.scores_, self.y_, 1.5 * budget)

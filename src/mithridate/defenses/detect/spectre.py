@@ -16,13 +16,11 @@ The defence removes the 1.5·ε·n_c top scores of each class, like spectral sig
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Optional
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, budget_count, top_k_mask
+from mithridate.defenses.detect.base import Detector, per_class_budget_mask
 from mithridate.errors import ConfigError
 
 
@@ -140,18 +138,8 @@ class Spectre(Detector):
         return scores
 
     def _flag_budget(self, budget: float) -> np.ndarray:
-        mask = np.zeros(len(self.scores_), bool)
-        for c in np.unique(self.y_):
-            idx = np.flatnonzero(self.y_ == c)
-            mask[idx[top_k_mask(self.scores_[idx], budget_count(1.5 * budget, len(idx)))]] = True
-        return mask
-
-    def flag(self, budget: Optional[float] = None, threshold: Optional[float] = None) -> np.ndarray:
-        """Flag by per-class budget, a score threshold, or (default) pooled robust z > ``z_threshold``."""
-        if budget is None and threshold is None:
-            self._check_fitted()
-            return self.z_ > float(self.z_threshold)
-        return super().flag(budget=budget, threshold=threshold)
+        """Per class, flag the top ceil(1.5 * budget * n_c) scores (Hayase et al.)."""
+        return per_class_budget_mask(self.scores_, self.y_, 1.5 * budget)
 
 
 class RobustDistance(Spectre):
