@@ -183,3 +183,13 @@ def test_detection_report_keys_and_values():
 def test_shape_mismatch_raises_config_error(fn):
     with pytest.raises(ConfigError, match="same shape"):
         fn()
+
+
+def test_precision_at_k_hand_computed():
+    from mithridate.eval.metrics import precision_at_k
+
+    scores = [0.9, 0.8, 0.7, 0.1, 0.05]
+    truth = [True, False, True, False, False]
+    assert precision_at_k(scores, truth) == 0.5          # k = 2 poisons: top two are {T, F}
+    assert precision_at_k(scores, truth, k=3) == 2 / 3
+    assert precision_at_k(scores, truth, k=1) == 1.0

@@ -125,6 +125,17 @@ def precision_recall(flags, is_poison) -> tuple[float, float]:
     return float(precision), float(recall)
 
 
+def precision_at_k(scores, is_poison, k: Optional[int] = None) -> float:
+    """Precision of the ``k`` highest scores (stable order breaks ties); ``k`` defaults to the
+    true number of poisons ("precision at the true budget")."""
+    s, t = _scores_labels(scores, is_poison)
+    k = int(t.sum()) if k is None else int(k)
+    if k <= 0:
+        return float("nan")
+    top = np.argsort(-s, kind="stable")[: min(k, len(s))]
+    return float(t[top].mean())
+
+
 def f1_score(flags, is_poison) -> float:
     p, r = precision_recall(flags, is_poison)
     if not (p + r > 0):

@@ -65,10 +65,7 @@ def evaluate_backdoor(model: Any, test: Dataset, poisoning: Optional[Poisoning])
 def detection_metrics(scores: np.ndarray, is_poison: np.ndarray, flags: Optional[np.ndarray]) -> dict:
     """Detection report plus precision at the true budget (top-k with k = number of poisons)."""
     rep = M.detection_report(scores, is_poison, flags)
-    k = int(np.sum(is_poison))
-    top = np.zeros(len(scores), bool)
-    top[np.argsort(-scores, kind="stable")[:k]] = True
-    rep["precision_at_true_budget"] = M.precision_recall(top, is_poison)[0]
+    rep["precision_at_true_budget"] = M.precision_at_k(scores, is_poison)
     return rep
 
 

@@ -133,6 +133,15 @@ def per_class_budget_mask(scores: np.ndarray, y: np.ndarray, fraction: float) ->
     return mask
 
 
+def robust_z(values: np.ndarray) -> np.ndarray:
+    """Robust z-score: (v - median) / (1.4826 * MAD), falling back to the std (or 1) when MAD is 0."""
+    med = np.median(values)
+    mad = 1.4826 * np.median(np.abs(values - med))
+    if not mad > 1e-12:
+        mad = float(np.std(values)) or 1.0
+    return (values - med) / mad
+
+
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     """Mask of the ``k`` highest scores (stable order breaks ties by position)."""
     mask = np.zeros(len(scores), bool)

@@ -15,16 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, per_class_budget_mask
+from mithridate.defenses.detect.base import Detector, per_class_budget_mask, robust_z
 from mithridate.errors import ConfigError
-
-
-def _robust_z(p: np.ndarray) -> np.ndarray:
-    med = np.median(p)
-    mad = 1.4826 * np.median(np.abs(p - med))
-    if not mad > 1e-12:
-        mad = float(np.std(p)) or 1.0
-    return (p - med) / mad
 
 
 class SpectralSignatures(Detector):
@@ -97,7 +89,7 @@ class SpectralSignatures(Detector):
             V = evecs[:, ::-1][:, : min(k, len(idx), centred.shape[1])].T
             self.directions_[int(c)] = V
             proj = centred @ V.T  # (n_c, k)
-            zs = np.stack([_robust_z(proj[:, j]) for j in range(proj.shape[1])], axis=1)
+            zs = np.stack([robust_z(proj[:, j]) for j in range(proj.shape[1])], axis=1)
             z_abs[idx] = np.abs(zs).max(axis=1)
             scores[idx] = (proj**2).sum(axis=1) if self.score == "paper" else (zs**2).sum(axis=1)
         self.z_ = z_abs

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector, per_class_budget_mask
+from mithridate.defenses.detect.base import Detector, per_class_budget_mask, robust_z
 from mithridate.errors import ConfigError
 
 
@@ -42,12 +42,7 @@ def que_scores(W: np.ndarray, alpha: float = 4.0) -> np.ndarray:
 
 def _log_robust_z(scores: np.ndarray) -> np.ndarray:
     """Robust z-score (median, 1.4826·MAD) of log scores over all samples."""
-    ls = np.log(np.maximum(scores, 0) + 1e-12)
-    med = np.median(ls)
-    mad = 1.4826 * np.median(np.abs(ls - med))
-    if not mad > 1e-12:
-        mad = float(np.std(ls)) or 1.0
-    return (ls - med) / mad
+    return robust_z(np.log(np.maximum(scores, 0) + 1e-12))
 
 
 class Spectre(Detector):
