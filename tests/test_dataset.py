@@ -233,3 +233,19 @@ def test_greyscale_images_get_a_channel_axis():
     assert ds.is_image and ds.n_features == 30
     np.testing.assert_array_equal(ds.X[:, 0], X.astype(np.float32))
     assert not _ds().is_image
+
+
+def test_append_new_ids_and_ground_truth():
+    ds = Dataset.from_arrays(np.zeros((3, 2)), ["a", "b", "a"], ids=["r1", "r2", "r3"])
+    big = ds.append(np.ones((2, 2)), [1, 1], source="attack")
+    assert big.ids.tolist() == ["r1", "r2", "r3", "attack-0", "attack-1"]
+    assert big.is_poison.tolist() == [False, False, False, True, True]
+    assert big.labels.tolist()[-2:] == ["b", "b"]
+    assert big.meta["source"].tolist()[-1] == "attack"
+    assert len(ds) == 3  # the original is untouched
+    with pytest.raises(DataError, match="class indices"):
+        ds.append(np.ones((1, 2)), [5])
+    with pytest.raises(DataError, match="shape"):
+        ds.append(np.ones((1, 3)), [0])
+    reg = Dataset.from_arrays(np.zeros((2, 1)), [0.5, 1.5], task="regression")
+    assert reg.append(np.ones((1, 1)), [9.0]).y.tolist() == [0.5, 1.5, 9.0]

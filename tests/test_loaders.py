@@ -225,7 +225,8 @@ def test_available_datasets_reads_headers(tmp_path, monkeypatch):
     make_idx_dir(tmp_path, n_train=20, n_test=10, gz=True)
     monkeypatch.setenv("MITHRIDATE_FASHION_MNIST", str(tmp_path))
     rows = {r["name"]: r for r in available_datasets()}
-    assert set(rows) == {"digits", "breast_cancer", "wine", "iris", "fashion-mnist"}
+    assert set(rows) == {"digits", "breast_cancer", "wine", "iris", "diabetes", "fashion-mnist"}
+    assert rows["diabetes"]["kind"] == "regression" and rows["diabetes"]["n_train"] + rows["diabetes"]["n_test"] == 442
     fm = rows["fashion-mnist"]
     assert fm["available"] and fm["location"] == str(tmp_path)
     assert (fm["n_train"], fm["n_test"], fm["shape"]) == (20, 10, (1, 6, 5))
@@ -588,3 +589,74 @@ def test_ground_truth_round_trip(tmp_path):
         load_ground_truth(p, ["a", "zz"])
     with pytest.raises(DataError, match="no ground truth"):
         save_ground_truth(ds.without_ground_truth(), tmp_path / "x.csv")
+
+
+# -- regression and class selection (issue 3) ---------------------------------------------
+def test_diabetes_is_regression_with_random_split():
+    from mithridate.data import load_dataset
+
+    d = load_dataset("diabetes", random_state=3)
+    assert d.train.is_regression and d.test.is_regression
+    assert d.train.y.dtype == np.float64 and d.train.classes == ()
+    assert len(d.train) + len(d.test) == 442 and len(d.test) == 133
+    assert not set(d.train.ids.tolist()) & set(d.test.ids.tolist())
+    again = load_dataset("diabetes", random_state=3)
+    assert np.array_equal(again.train.ids, d.train.ids)
+
+
+def test_minmax_scale_uses_training_ranges():
+    from mithridate.data import load_dataset
+    from mithridate.data.transforms import minmax_scale
+
+    d = load_dataset("diabetes")
+    s, mm = minmax_scale(d)
+    assert s.train.X.min() == 0.0 and s.train.X.max() == 1.0
+    assert s.train.y.min() == 0.0 and s.train.y.max() == 1.0
+    assert 0.0 <= s.test.y.min() and s.test.y.max() <= 1.0
+    i = 5
+    expect = (d.train.X[i, 2] - d.train.X[:, 2].min()) / (d.train.X[:, 2].max() - d.train.X[:, 2].min())
+    assert s.train.X[i, 2] == pytest.approx(expect, rel=1e-5)
+
+
+def test_table_regression_and_bad_target(tmp_path):
+    import pandas as pd
+
+    from mithridate.data import load_table
+
+    p = tmp_path / "r.csv"
+    pd.DataFrame({"a": np.arange(20.0), "b": np.ones(20), "y": np.linspace(0, 1, 20)}).to_csv(p, index=False)
+    d = load_table(p, label="y", task="regression")
+    assert d.train.is_regression and len(d.train) == 14
+    assert sorted(np.concatenate([d.train.y, d.test.y]).tolist()) == pytest.approx(np.linspace(0, 1, 20).tolist())
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"a": np.arange(3.0), "y": ["x", "1", "2"]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match="not numeric"):
+        load_table(bad, label="y", task="regression")
+    nan = tmp_path / "nan.csv"
+    pd.DataFrame({"a": np.arange(3.0), "y": [1.0, None, 2.0]}).to_csv(nan, index=False)
+    with pytest.raises(DataError, match="missing or infinite"):
+        load_table(nan, label="y", task="regression")
+    with pytest.raises(ConfigError, match="task must be"):
+        load_table(p, label="y", task="ranking")
+
+
+def test_select_classes_pair_and_errors():
+    from mithridate.data import load_dataset, select_classes
+
+    full = load_dataset("digits")
+    pair = select_classes(full, [7, 1])
+    assert pair.train.classes == (7, 1)
+    # class index 0 now means digit 7: the ids must point at sevens in the full set
+    sevens = pair.train.ids[pair.train.y == 0]
+    lookup = dict(zip(full.train.ids.tolist(), full.train.labels.tolist()))
+    assert {lookup[i] for i in sevens.tolist()} == {7}
+    assert len(pair.train) == int(np.isin(full.train.labels, [1, 7]).sum())
+    assert load_dataset("digits", classes="1,7").train.classes == (1, 7)
+    with pytest.raises(ConfigError, match="at least two"):
+        select_classes(full, [1])
+    with pytest.raises(ConfigError, match="twice"):
+        select_classes(full, [1, 1])
+    with pytest.raises(ConfigError, match="neither"):
+        select_classes(full, [1, 42])
+    with pytest.raises(ConfigError, match="regression"):
+        select_classes(load_dataset("diabetes"), [1, 2])

@@ -23,6 +23,7 @@ from mithridate.data.loaders import (
     read_idx,
     save_ground_truth,
     save_npz,
+    select_classes,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "read_idx",
     "save_ground_truth",
     "save_npz",
+    "select_classes",
 ]

@@ -329,6 +329,56 @@ class Dataset:
             raise DataError("replace() must keep is_poison the same length as X")
         return new
 
+    def append(self, X: Any, y: Any, *, is_poison: bool = True, source: str = "appended") -> "Dataset":
+        """A new Dataset with extra rows (e.g. an attack's inserted points) at the end.
+
+        ``y`` holds class *indices* (floats for regression). New ids continue after the largest
+        integer id, or are ``"<source>-<k>"`` strings when the ids are not integers; the new
+        rows' metadata ``source`` column says ``source``. ``is_poison`` marks the new rows (the
+        existing ground truth, or all False, is kept for the old ones).
+
+        Examples
+        --------
+        >>> ds = Dataset.from_arrays(np.zeros((3, 2)), [0, 1, 0])
+        >>> big = ds.append(np.ones((2, 2)), [1, 1])
+        >>> big.ids.tolist(), big.is_poison.tolist()
+        ([0, 1, 2, 3, 4], [False, False, False, True, True])
+        """
+        Xn = _check_features(X)
+        if Xn.shape[1:] != self.X.shape[1:]:
+            raise DataError(f"appended rows have shape {Xn.shape[1:]}, the dataset has {self.X.shape[1:]}")
+        k = len(Xn)
+        if self.is_regression:
+            yn = _check_targets(y)
+        else:
+            yn = np.asarray(y)
+            if yn.dtype.kind not in "iu" or (k and (yn.min() < 0 or yn.max() >= self.n_classes)):
+                raise DataError(f"appended labels must be class indices in [0, {self.n_classes - 1}]")
+            yn = yn.astype(np.int64)
+        if len(yn) != k:
+            raise DataError(f"{k} appended rows but {len(yn)} labels")
+        if np.asarray(self.ids).dtype.kind in "iu":
+            start = int(np.max(self.ids)) + 1 if len(self.ids) else 0
+            new_ids = np.arange(start, start + k, dtype=np.int64)
+            ids = np.concatenate([np.asarray(self.ids, dtype=np.int64), new_ids])
+        else:
+            taken = set(map(str, self.ids))
+            new_ids, j = [], 0
+            while len(new_ids) < k:
+                cand = f"{source}-{j}"
+                j += 1
+                if cand not in taken:
+                    new_ids.append(cand)
+            ids = np.concatenate([np.asarray(self.ids, dtype=object), np.asarray(new_ids, dtype=object)])
+        extra = pd.DataFrame({c: [None] * k for c in self.meta.columns})
+        if "source" in extra.columns:
+            extra["source"] = source
+        meta = pd.concat([self.meta, extra], ignore_index=True) if k else self.meta
+        old_gt = np.zeros(len(self), bool) if self.is_poison is None else np.asarray(self.is_poison, bool)
+        gt = np.concatenate([old_gt, np.full(k, bool(is_poison))])
+        return Dataset(X=np.concatenate([self.X, Xn.astype(self.X.dtype)]), y=np.concatenate([self.y, yn]),
+                       classes=self.classes, ids=ids, meta=meta, is_poison=gt, name=self.name, task=self.task)
+
     def without_ground_truth(self) -> "Dataset":
         """The same data with ``is_poison`` removed (what a defender actually sees)."""
         return self.replace(is_poison=None)

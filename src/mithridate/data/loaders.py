@@ -61,6 +61,7 @@ __all__ = [
     "load_image_folder",
     "load_npz",
     "load_sklearn",
+    "select_classes",
     "load_table",
     "read_idx",
     "save_ground_truth",
@@ -102,6 +103,7 @@ SKLEARN_DATASETS = {
     "breast_cancer": ("tabular", "load_breast_cancer"),
     "wine": ("tabular", "load_wine"),
     "iris": ("tabular", "load_iris"),
+    "diabetes": ("regression", "load_diabetes"),
 }
 _KNOWN_NAMES = tuple(SKLEARN_DATASETS) + ("fashion-mnist",)
 
@@ -188,10 +190,23 @@ def _stratified_indices(
     return train, test
 
 
+def _random_indices(n: int, test_size: float, random_state: RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded plain (unstratified) split of positions ``0..n-1``, for regression targets."""
+    test_size = check_fraction(test_size, "test_size")
+    if n < 2:
+        raise DataError(f"{n} sample(s) cannot be split into a training and a test set; add samples")
+    perm = check_random_state(random_state).permutation(n)
+    k = _split_sizes(n, test_size)
+    return perm[k:], perm[:k]
+
+
 def _split_dataset(
     full: Dataset, test_size: float, random_state: RandomState, name: str, source: str
 ) -> DatasetSplits:
-    train_idx, test_idx = _stratified_indices(full.y, full.classes, test_size, random_state)
+    if full.is_regression:
+        train_idx, test_idx = _random_indices(len(full), test_size, random_state)
+    else:
+        train_idx, test_idx = _stratified_indices(full.y, full.classes, test_size, random_state)
     return DatasetSplits(
         train=full.subset(train_idx), test=full.subset(test_idx), name=name, source=source
     )
@@ -303,11 +318,12 @@ def load_sklearn(name: str, *, test_size: float = 0.3, random_state: RandomState
 
     Parameters
     ----------
-    name : {"digits", "breast_cancer", "wine", "iris"}
+    name : {"digits", "breast_cancer", "wine", "iris", "diabetes"}
         ``"breast-cancer"`` is accepted too. ``digits`` comes as ``N x 1 x 8 x 8`` images in
         [0, 1] (pixel / 16); the others as raw float32 features (not standardised).
+        ``diabetes`` is a regression set (``task="regression"``, float targets).
     test_size : float, default=0.3
-        Fraction of each class put in the test split.
+        Fraction of each class put in the test split (of all rows for regression).
     random_state : int or numpy.random.Generator, default=0
         Seed of the split.
 
@@ -335,6 +351,10 @@ def load_sklearn(name: str, *, test_size: float = 0.3, random_state: RandomState
         X = (np.asarray(bunch.images, dtype=np.float32) / np.float32(16.0))[:, None, :, :]
     else:
         X = np.asarray(bunch.data, dtype=np.float32)
+    if SKLEARN_DATASETS[key][0] == "regression":
+        full = Dataset.from_arrays(X, np.asarray(bunch.target, dtype=np.float64), task="regression",
+                                   ids=np.arange(len(X), dtype=np.int64), name=key)
+        return _split_dataset(full, test_size, random_state, name=key, source="scikit-learn (bundled)")
     classes = tuple(c.item() if hasattr(c, "item") else c for c in np.asarray(bunch.target_names))
     y = np.asarray(bunch.target, dtype=np.int64)
     full = _from_indices(X, y, classes, ids=np.arange(len(y), dtype=np.int64), name=key)
@@ -952,6 +972,7 @@ def _table_dataset(
     classes: Optional[tuple],
     name: str,
     min_classes: int,
+    task: str = "classification",
 ) -> Dataset:
     _need_column(df, label, "label", p)
     for col in features:
@@ -985,7 +1006,27 @@ def _table_dataset(
             f"feature column {features[cols[0]]!r} in {p} has infinite values (first in data "
             f"row {int(rows[0])}); replace or drop them"
         )
-    y = _column_values(df[label])
+    if task == "regression":
+        col = df[label]
+        if not (pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)):
+            num = pd.to_numeric(col, errors="coerce")
+            bad = col[num.isna() & col.notna()]
+            if len(bad):
+                raise DataError(
+                    f"regression target column {label!r} in {p} is not numeric (e.g. {bad.iloc[0]!r} "
+                    f"in data row {int(bad.index[0])}); use a numeric column or task='classification'"
+                )
+            col = num
+        yv = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        if not np.all(np.isfinite(yv)):
+            row = int(np.flatnonzero(~np.isfinite(yv))[0])
+            raise DataError(
+                f"regression target column {label!r} in {p} has a missing or infinite value (first in "
+                f"data row {row}); drop or fill those rows"
+            )
+        y = yv
+    else:
+        y = _column_values(df[label])
     if id_col is None:
         ids = np.arange(len(df), dtype=np.int64)
     else:
@@ -997,6 +1038,8 @@ def _table_dataset(
         if col is not None:
             meta[key] = df[col].to_numpy(dtype=object, na_value=None)
     with _context(f"{p} (label column {label!r})"):
+        if task == "regression":
+            return Dataset.from_arrays(X, y, ids=ids, meta=meta, name=name, task="regression")
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
 
 
@@ -1011,6 +1054,7 @@ def load_table(
     test_size: float = 0.3,
     random_state: RandomState = 0,
     test_path: Optional[PathLike] = None,
+    task: str = "classification",
 ) -> DatasetSplits:
     """Load a CSV, TSV or Parquet table (format from the extension; ``.csv.gz`` works).
 
@@ -1019,7 +1063,7 @@ def load_table(
     path : str or Path
         ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet`` or ``.pq``.
     label : str
-        Name of the label column (integers or strings).
+        Name of the label column (integers or strings; numbers for ``task="regression"``).
     features : list of str, optional
         Feature columns, in this order. Default: every numeric (or boolean) column except the
         label, id, contributor and source columns; skipped non-numeric columns are reported
@@ -1035,6 +1079,8 @@ def load_table(
         Seed of the split.
     test_path : str or Path, optional
         A second table with the same columns used as the test split instead of splitting.
+    task : {"classification", "regression"}, default="classification"
+        ``"regression"`` keeps the label column as float targets and splits rows at random.
 
     Returns
     -------
@@ -1062,6 +1108,8 @@ def load_table(
         for role, col in (("label", label), ("id", id_col), ("contributor", contributor), ("source", source)):
             if col is not None and col in features:
                 raise ConfigError(f"{role} column {col!r} is also listed in features; remove it from features")
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
     df, p = _read_table(path)
     reserved = {c for c in (label, id_col, contributor, source) if c is not None}
     if features is None:
@@ -1089,6 +1137,13 @@ def load_table(
             )
     name = _stem(p)
     common = dict(label=label, features=list(features), id_col=id_col, contributor=contributor, source=source, name=name)
+    if task == "regression":
+        full = _table_dataset(df, p, classes=None, min_classes=1, task="regression", **common)
+        if test_path is None:
+            return _split_dataset(full, test_size, random_state, name=name, source=str(p))
+        df_test, p_test = _read_table(test_path)
+        test = _table_dataset(df_test, p_test, classes=None, min_classes=1, task="regression", **common)
+        return DatasetSplits(train=full, test=test, name=name, source=str(p))
     if test_path is None:
         full = _table_dataset(df, p, classes=None, min_classes=2, **common)
         return _split_dataset(full, test_size, random_state, name=name, source=str(p))
@@ -1343,6 +1398,53 @@ def _known_names_text() -> str:
     )
 
 
+def select_classes(splits: DatasetSplits, classes: Sequence[Any]) -> DatasetSplits:
+    """Keep only some classes (e.g. digits 1 vs 7), in the order given, in both splits.
+
+    Parameters
+    ----------
+    splits : DatasetSplits
+        A classification dataset.
+    classes : sequence
+        Labels as written in the data (``1``, ``"7"``, ``"benign"``) or class indices; at least
+        two. The result's ``classes`` are these labels in this order, so with ``[1, 7]`` class
+        index 0 is the digit 1 and index 1 the digit 7. Ids are kept.
+
+    Examples
+    --------
+    >>> pair = select_classes(load_sklearn("digits"), [1, 7])
+    >>> pair.train.classes, sorted(set(pair.train.y.tolist()))
+    ((1, 7), [0, 1])
+    """
+    from mithridate.attacks.base import resolve_target
+
+    if splits.train.is_regression:
+        raise ConfigError("classes= only applies to classification data; this dataset is a regression set")
+    if isinstance(classes, str):
+        classes = [c for c in classes.split(",") if c.strip()]
+    wanted = [resolve_target(splits.train, c.strip() if isinstance(c, str) else c) for c in classes]
+    if len(wanted) < 2:
+        raise ConfigError(f"classes= needs at least two classes, got {list(classes)}")
+    if len(set(wanted)) != len(wanted):
+        raise ConfigError(f"classes= lists a class twice: {list(classes)}")
+    remap = np.full(splits.train.n_classes, -1, dtype=np.int64)
+    remap[wanted] = np.arange(len(wanted))
+    new_classes = tuple(splits.train.classes[i] for i in wanted)
+
+    def one(ds: Dataset) -> Dataset:
+        sub = ds.subset(np.isin(ds.y, wanted))
+        return sub.replace(y=remap[sub.y], classes=new_classes)
+
+    train, test = one(splits.train), one(splits.test)
+    for part, ds in (("training", train), ("test", test)):
+        if len(np.unique(ds.y)) < (2 if part == "training" else 1):
+            raise DataError(f"after keeping classes {list(new_classes)} the {part} split has too few classes")
+    tag = "-".join(str(c) for c in new_classes)
+    return DatasetSplits(train=train.replace(name=f"{splits.name}-{tag}"),
+                         test=test.replace(name=f"{splits.name}-{tag}"),
+                         name=f"{splits.name}-{tag}", source=splits.source)
+
+
 def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> DatasetSplits:
     """Load a dataset by name or path, choosing the loader from what ``spec`` is.
 
@@ -1361,7 +1463,9 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
         A known name or a path.
     **kwargs
         Passed to the chosen loader (e.g. ``test_size``, ``random_state``, ``label``,
-        ``size``, ``limit_train``); an option the loader does not take raises ConfigError.
+        ``size``, ``limit_train``, ``task``); an option the loader does not take raises
+        ConfigError. ``classes=[a, b, ...]`` (any loader) keeps only those classes, see
+        :func:`select_classes`.
 
     Returns
     -------
@@ -1372,7 +1476,12 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
     >>> load_dataset("iris", random_state=1).train.n_classes
     3
     >>> load_dataset("data/loans.csv", label="default")  # doctest: +SKIP
+    >>> load_dataset("digits", classes=[1, 7]).train.classes
+    (1, 7)
     """
+    classes = kwargs.pop("classes", None)
+    if classes is not None:
+        return select_classes(load_dataset(spec, **kwargs), classes)
     if not isinstance(spec, (str, os.PathLike)):
         raise ConfigError(f"dataset must be a name or a path, got {type(spec).__name__}")
     text = os.fspath(spec)
@@ -1438,17 +1547,23 @@ def available_datasets() -> list[dict]:
     Examples
     --------
     >>> [d["name"] for d in available_datasets()]
-    ['digits', 'breast_cancer', 'wine', 'iris', 'fashion-mnist']
+    ['digits', 'breast_cancer', 'wine', 'iris', 'diabetes', 'fashion-mnist']
     """
     rows = []
     for key, (kind, _) in SKLEARN_DATASETS.items():
         bunch = _sklearn_bunch(key)
-        counts = np.bincount(np.asarray(bunch.target, dtype=np.int64))
-        n_test = int(sum(_split_sizes(int(n), 0.3) for n in counts if n >= 2))
         shape = (1,) + tuple(bunch.images.shape[1:]) if key == "digits" else tuple(bunch.data.shape[1:])
+        if kind == "regression":
+            n = len(bunch.target)
+            n_test, n_classes = _split_sizes(n, 0.3), 0
+        else:
+            counts = np.bincount(np.asarray(bunch.target, dtype=np.int64))
+            n = int(counts.sum())
+            n_test = int(sum(_split_sizes(int(c), 0.3) for c in counts if c >= 2))
+            n_classes = len(bunch.target_names)
         rows.append(dict(
-            name=key, kind=kind, n_train=int(counts.sum()) - n_test, n_test=n_test,
-            shape=shape, n_classes=len(bunch.target_names), available=True,
+            name=key, kind=kind, n_train=n - n_test, n_test=n_test,
+            shape=shape, n_classes=n_classes, available=True,
             location="scikit-learn (bundled)",
         ))
     row = dict(name="fashion-mnist", kind="image", n_train=60000, n_test=10000,
