@@ -660,3 +660,15 @@ def test_select_classes_pair_and_errors():
         select_classes(full, [1, 42])
     with pytest.raises(ConfigError, match="regression"):
         select_classes(load_dataset("diabetes"), [1, 2])
+
+
+def test_npz_roundtrip_regression(tmp_path):
+    from mithridate.data import load_dataset, load_npz, save_npz
+
+    d = load_dataset("diabetes")
+    back = load_npz(save_npz(d, tmp_path / "d.npz"))
+    assert back.train.is_regression and back.test.is_regression
+    assert np.array_equal(back.train.y, d.train.y) and np.array_equal(back.train.ids, d.train.ids)
+    # a plain x/y archive is classification unless told otherwise
+    np.savez(tmp_path / "xy.npz", x=np.random.default_rng(0).random((20, 3)), y=np.linspace(0, 1, 20))
+    assert load_npz(tmp_path / "xy.npz", task="regression").train.is_regression

@@ -193,3 +193,12 @@ def test_precision_at_k_hand_computed():
     assert precision_at_k(scores, truth) == 0.5          # k = 2 poisons: top two are {T, F}
     assert precision_at_k(scores, truth, k=3) == 2 / 3
     assert precision_at_k(scores, truth, k=1) == 1.0
+
+
+def test_error_mse_hinge_by_hand():
+    assert M.error_rate([0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx(0.25)
+    assert M.mean_squared_error([1.0, 2.0, 4.0], [1.0, 3.0, 2.0]) == pytest.approx((0 + 1 + 4) / 3)
+    # margins 2 -> 0, 0.5 -> 0.5, -1 -> 2
+    assert M.hinge_loss([1, -1, 1], [2.0, -0.5, -1.0]) == pytest.approx((0 + 0.5 + 2) / 3)
+    with pytest.raises(ConfigError):
+        M.hinge_loss([0, 1], [0.1, 0.2])

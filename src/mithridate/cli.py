@@ -81,8 +81,9 @@ def _split_features(features: Optional[str]) -> Optional[list]:
 
 
 def _load(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str], test_size: float,
-          seed: int):
+          seed: int, *, classes: Optional[str] = None, task: Optional[str] = None):
     from mithridate.data import load_dataset
+    from mithridate.data.loaders import SKLEARN_DATASETS
 
     kwargs: dict = {}
     if label is not None:
@@ -91,13 +92,22 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
         kwargs["features"] = _split_features(features)
     if id_col is not None:
         kwargs["id_col"] = id_col
-    suffix = "".join(Path(data).suffixes).lower()
-    if Path(data).exists() and (suffix.endswith((".npz", ".csv", ".tsv", ".parquet", ".csv.gz", ".pq")) or Path(data).is_dir()):
+    path = Path(data)
+    low = path.name.lower()
+    is_table = low.endswith((".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz", ".pq"))
+    if path.exists() and (is_table or low.endswith(".npz") or path.is_dir()):
         kwargs["test_size"] = test_size
         kwargs["random_state"] = seed
-    elif data.lower().replace("-", "_") in ("digits", "breast_cancer", "wine", "iris"):
+    elif data.lower().replace("-", "_") in SKLEARN_DATASETS:
         kwargs["test_size"] = test_size
         kwargs["random_state"] = seed
+    if task is not None:
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"--task must be classification or regression, got {task!r}")
+        if path.exists() and (is_table or low.endswith(".npz")):
+            kwargs["task"] = task
+    if classes is not None:
+        kwargs["classes"] = [c.strip() for c in classes.split(",") if c.strip()]
     return load_dataset(data, **kwargs)
 
 
@@ -111,6 +121,8 @@ IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (t
 TestSizeOpt = typer.Option(0.3, "--test-size", help="Held-out fraction when the data has no test split.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (data split, attack, model).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON document on stdout instead of tables.")
+ClassesOpt = typer.Option(None, "--classes", help="Keep only these classes, comma-separated labels (e.g. 1,7 for digits 1-vs-7).")
+TaskOpt = typer.Option(None, "--task", help="classification or regression (tables and .npz; bundled sets know their task).")
 
 
 @app.callback()

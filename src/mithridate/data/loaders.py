@@ -685,7 +685,8 @@ def _npz_features(X: np.ndarray, key: str, path: Path, layout: Optional[str]) ->
     return X
 
 
-def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomState = 0) -> DatasetSplits:
+def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomState = 0,
+             task: Optional[str] = None) -> DatasetSplits:
     """Load a dataset from a NumPy ``.npz`` archive (never unpickles).
 
     Recognised keys (any letter case: ``X_train`` works like ``x_train``):
@@ -697,7 +698,8 @@ def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomStat
     * optional ``classes``: 1-D strings or ints; ``y`` are then indices into it;
     * optional ``is_poison_train`` (or ``is_poison``): ground truth of a simulated poisoning;
     * optional ``layout``: ``"NCHW"`` or ``"NHWC"`` to say how 4-D images are laid out
-      (written by :func:`save_npz`; otherwise guessed, see below).
+      (written by :func:`save_npz`; otherwise guessed, see below);
+    * optional ``task``: ``"regression"`` for numeric targets (written by :func:`save_npz`).
 
     Images may be ``N x H x W``, ``N x C x H x W`` or channels-last ``N x H x W x C`` (with C
     in 1, 3, 4 and H, W > 4); they become ``N x C x H x W``. uint8 (or other integer 0..255)
@@ -712,6 +714,8 @@ def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomStat
         Test fraction per class, only used with the ``x``/``y`` layout.
     random_state : int or numpy.random.Generator, default=0
         Seed of that split.
+    task : {"classification", "regression"}, optional
+        Overrides the file's ``task`` entry (default: classification).
 
     Returns
     -------
@@ -726,11 +730,43 @@ def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomStat
     ('cat', 'dog')
     """
     p = _existing_file(path)
+    if task not in (None, "classification", "regression"):
+        raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
     reader = _NpzReader(p)
     try:
+        if task is None and "task" in reader:
+            task = str(np.asarray(reader.get("task")).reshape(-1)[0]).lower()
+            if task not in ("classification", "regression"):
+                raise DataError(f"'task' in {p} must be 'classification' or 'regression', got {task!r}")
+        if task == "regression":
+            return _load_npz_regression(reader, p, test_size, random_state)
         return _load_npz(reader, p, test_size, random_state)
     finally:
         reader.close()
+
+
+def _load_npz_regression(reader: "_NpzReader", p: Path, test_size: float, random_state: RandomState) -> DatasetSplits:
+    name = _stem(p)
+    if "x_train" in reader:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in reader]
+        if missing:
+            raise DataError(f"{p} lacks {', '.join(repr(k) for k in missing)}; it holds: {sorted(reader.keys.values())}")
+        is_poison = reader.get("is_poison_train")
+        with _context(f"{p} (training split)"):
+            train = Dataset.from_arrays(_npz_features(reader.get("x_train"), "x_train", p, None), reader.get("y_train"),
+                                        ids=reader.get("ids_train"), is_poison=is_poison, name=name, task="regression")
+        with _context(f"{p} (test split)"):
+            test = Dataset.from_arrays(_npz_features(reader.get("x_test"), "x_test", p, None), reader.get("y_test"),
+                                       ids=reader.get("ids_test"), name=name, task="regression")
+        if train.X.shape[1:] != test.X.shape[1:]:
+            raise DataError(f"in {p}, x_train and x_test have different feature shapes")
+        return DatasetSplits(train=train, test=test, name=name, source=str(p))
+    if "x" not in reader or "y" not in reader:
+        raise DataError(f"{p} holds neither x_train/y_train/x_test/y_test nor x/y; it holds: {sorted(reader.keys.values())}")
+    with _context(str(p)):
+        full = Dataset.from_arrays(_npz_features(reader.get("x"), "x", p, None), reader.get("y"), ids=reader.get("ids"),
+                                   is_poison=reader.get("is_poison"), name=name, task="regression")
+    return _split_dataset(full, test_size, random_state, name=name, source=str(p))
 
 
 def _load_npz(reader: _NpzReader, p: Path, test_size: float, random_state: RandomState) -> DatasetSplits:
@@ -841,7 +877,8 @@ def save_npz(
 
     Keys written: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (``y`` as int indices),
     ``ids_train``, ``ids_test``, ``classes`` (a unicode or integer array -- never objects, so
-    the file loads with ``allow_pickle=False``), ``layout`` (``"NCHW"``, for images), and
+    the file loads with ``allow_pickle=False``), ``layout`` (``"NCHW"``, for images),
+    ``task`` (``"regression"`` for regression targets, stored as float64 ``y``), and
     ``is_poison_train`` only if ``include_ground_truth`` and the training set has ground
     truth. Metadata columns (contributor, source ...) are not stored.
 
@@ -875,15 +912,19 @@ def save_npz(
     if p.suffix.lower() != ".npz":
         p = p.with_name(p.name + ".npz")
     train, test = splits.train, splits.test
+    ydtype = np.float64 if train.is_regression else np.int64
     arrays = {
         "x_train": np.asarray(train.X),
-        "y_train": np.asarray(train.y, dtype=np.int64),
+        "y_train": np.asarray(train.y, dtype=ydtype),
         "x_test": np.asarray(test.X),
-        "y_test": np.asarray(test.y, dtype=np.int64),
+        "y_test": np.asarray(test.y, dtype=ydtype),
         "ids_train": _plain_array(train.ids, "training ids"),
         "ids_test": _plain_array(test.ids, "test ids"),
-        "classes": _plain_array(list(train.classes), "classes"),
     }
+    if train.is_regression:
+        arrays["task"] = np.array("regression")
+    else:
+        arrays["classes"] = _plain_array(list(train.classes), "classes")
     if train.X.ndim == 4:
         arrays["layout"] = np.array("NCHW")
     if include_ground_truth and train.is_poison is not None:

@@ -42,6 +42,27 @@ def accuracy(y_true, y_pred) -> float:
 clean_accuracy = accuracy
 
 
+def error_rate(y_true, y_pred) -> float:
+    """Share of wrong predictions, ``1 - accuracy`` (NaN for no samples)."""
+    return 1.0 - accuracy(y_true, y_pred)
+
+
+def mean_squared_error(y_true, y_pred) -> float:
+    """Mean of ``(y_true - y_pred)**2`` for regression (NaN for no samples)."""
+    y_true, y_pred = _pair(np.asarray(y_true, dtype=np.float64).ravel(), np.asarray(y_pred, dtype=np.float64).ravel(),
+                           "y_true", "y_pred")
+    return float(np.mean((y_true - y_pred) ** 2)) if len(y_true) else float("nan")
+
+
+def hinge_loss(y_pm, decision) -> float:
+    """Mean binary hinge loss ``max(0, 1 - y * f(x))`` with labels ``y`` in {-1, +1}."""
+    y_pm, decision = _pair(np.asarray(y_pm, dtype=np.float64), np.asarray(decision, dtype=np.float64),
+                           "y_pm", "decision")
+    if len(y_pm) and not np.all(np.isin(y_pm, (-1.0, 1.0))):
+        raise ConfigError("hinge_loss needs labels in {-1, +1}")
+    return float(np.mean(np.maximum(0.0, 1.0 - y_pm * decision))) if len(y_pm) else float("nan")
+
+
 def attack_success_rate(y_true, y_pred_triggered, target: int) -> float:
     """Share of triggered inputs, true class != target, predicted as ``target``."""
     y_true, y_pred = _pair(y_true, y_pred_triggered, "y_true", "y_pred_triggered")
