@@ -1,0 +1,1 @@
+"""Robust training: trainers that tolerate poisoned samples in the training set."""
