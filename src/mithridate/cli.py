@@ -43,12 +43,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-class DetectorName(str, Enum):
-    spectral = "spectral"
-    spectre = "spectre"
-    robust_distance = "robust-distance"
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.3f}"
@@ -253,31 +247,48 @@ def train(
 
 
 # attack ---------------------------------------------------------------------------------------
-def _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json) -> None:
+def _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json, *,
+                classes: Optional[str] = None, task: Optional[str] = None, splits=None, prepare=None) -> None:
+    """Load DATA, poison its training split, write the poisoned .npz, the ground truth and any trigger."""
     from mithridate.data import DatasetSplits, save_ground_truth, save_npz
 
-    splits = _load(data, label, features, id_col, test_size, seed)
-    poisoning = attack.poison(splits.train, random_state=seed)
     out_path = Path(out_path)
     if out_path.suffix != ".npz":
         raise ConfigError(f"--out must end in .npz, got {out_path}")
+    if splits is None:
+        splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task)
+    if prepare is not None:
+        splits = prepare(splits)
+    poisoning = attack.poison(splits.train, random_state=seed)
     truth_path = Path(truth) if truth else out_path.with_name(out_path.stem + ".truth.csv")
-    trigger_path = out_path.with_name(out_path.stem + ".trigger.npz")
+    trigger_path = out_path.with_name(out_path.stem + ".trigger.npz") if poisoning.trigger is not None else None
     poisoned = DatasetSplits(train=poisoning.dataset.without_ground_truth(), test=splits.test,
                              name=f"{splits.name}+{attack.name}", source=splits.source)
     save_npz(poisoned, out_path)
     save_ground_truth(poisoning.dataset, truth_path)
-    poisoning.trigger.save(trigger_path)
+    if trigger_path is not None:
+        poisoning.trigger.save(trigger_path)
+    budget = dict(poisoning.budget)
     doc = {"attack": attack.name, "dataset": splits.name, "poisoned_data": str(out_path), "ground_truth": str(truth_path),
-           "trigger": str(trigger_path), "target": poisoning.target,
-           "target_label": splits.train.classes[poisoning.target], **poisoning.budget}
+           "n_train_before": len(splits.train), "n_train_after": len(poisoning.dataset), **budget}
+    if trigger_path is not None:
+        doc["trigger"] = str(trigger_path)
+    if poisoning.target is not None:
+        doc["target"] = poisoning.target
+        doc["target_label"] = splits.train.classes[poisoning.target]
     if as_json:
         _print_json(doc)
-    else:
-        out.print(f"Poisoned {poisoning.budget['n_poison']} of {len(splits.train)} training samples "
-                  f"({poisoning.budget['poison_rate']:.2%}; {poisoning.budget['target_class_fraction']:.1%} of the "
-                  f"target class {splits.train.classes[poisoning.target]!r}).")
-        out.print(f"  poisoned data: {out_path}\n  ground truth:  {truth_path}\n  trigger:       {trigger_path}")
+        return
+    n_p = budget.get("n_poison", int(poisoning.poison_mask.sum()))
+    added = len(poisoning.dataset) - len(splits.train)
+    how = f"inserted {added} points" if added > 0 else f"modified {n_p} of {len(splits.train)} training samples"
+    line = f"{attack.name}: {how} (poison rate {budget.get('poison_rate', n_p / max(len(poisoning.dataset), 1)):.2%}"
+    if "target_class_fraction" in budget and poisoning.target is not None:
+        line += f"; {budget['target_class_fraction']:.1%} of the target class {splits.train.classes[poisoning.target]!r}"
+    out.print(line + ").", markup=False, highlight=False)
+    out.print(f"  poisoned data: {out_path}\n  ground truth:  {truth_path}", markup=False, highlight=False)
+    if trigger_path is not None:
+        out.print(f"  trigger:       {trigger_path}", markup=False, highlight=False)
 
 
 AtkOut = typer.Option(..., "--out", help="Poisoned dataset to write (.npz: poisoned train split, clean test split).")
@@ -329,20 +340,108 @@ def attack_blend(
                 label, features, id_col, test_size, seed, as_json)
 
 
+def _attack_unit_box(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json, *,
+                     classes=None, task=None) -> None:
+    """Attacks that insert points in [0, 1]: scale when needed, write the inserted rows in the data's units."""
+    from mithridate.data.transforms import in_unit_box, poison_in_unit_box
+    from mithridate.utils import check_fraction
+
+    check_fraction(getattr(attack, "poison_rate", 0.5), "--rate")
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task)
+    if in_unit_box(splits):
+        _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json, splits=splits)
+        return
+
+    class _Scaled:
+        name = attack.name
+
+        def poison(self, dataset, random_state=None):
+            from mithridate.data import DatasetSplits
+
+            res, _ = poison_in_unit_box(attack, DatasetSplits(train=dataset, test=splits.test, name=splits.name),
+                                        random_state=random_state)
+            return res
+
+    if not as_json:
+        err.print("Features are not in [0, 1]: the attack runs on min-max scaled data (training ranges) and the "
+                  "inserted rows are written back in the data's own units.")
+    _run_attack(_Scaled(), data, out_path, truth, label, features, id_col, test_size, seed, as_json, splits=splits)
+
+
+RegRateOpt = typer.Option(0.2, "--rate", help="Poison rate: inserted / (clean + inserted), in (0, 1).")
+RegModelOpt = typer.Option("ridge", "--model", help="Victim regressor: ridge, lasso or elasticnet.")
+RegTaskOpt = typer.Option("regression", "--task", help="Task of a table/.npz (regression).")
+
+
+@attack_app.command("statp")
+def attack_statp(
+    data: str = DataArg, out_path: Path = AtkOut, rate: float = RegRateOpt, model: str = RegModelOpt,
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, task: str = RegTaskOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """StatP (Jagielski et al. 2018): insert box-corner points with far-off responses into a regression set."""
+    from mithridate.attacks.regression import StatP
+
+    _attack_unit_box(StatP(poison_rate=rate, model=model), data, out_path, truth, label, features, id_col, test_size,
+                     seed, as_json, task=task)
+
+
+@attack_app.command("optp")
+def attack_optp(
+    data: str = DataArg, out_path: Path = AtkOut, rate: float = RegRateOpt, model: str = RegModelOpt,
+    init: str = typer.Option("inverse-flip", "--init", help="inverse-flip, boundary-flip or random."),
+    max_iter: int = typer.Option(50, "--max-iter", help="Sweeps over the attack points."),
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, task: str = RegTaskOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """OptP (Jagielski et al. 2018): bilevel gradient ascent on inserted (x, y) points against a linear regressor."""
+    from mithridate.attacks.regression import OptP
+
+    _attack_unit_box(OptP(poison_rate=rate, model=model, init=init, max_iter=max_iter), data, out_path, truth, label,
+                     features, id_col, test_size, seed, as_json, task=task)
+
+
+@attack_app.command("gradient")
+def attack_gradient(
+    data: str = DataArg, out_path: Path = AtkOut,
+    rate: float = typer.Option(0.03, "--rate", help="Poison rate: inserted / (clean + inserted), in (0, 1)."),
+    model: str = typer.Option("linear_svm", "--model", help="Victim: linear_svm or logreg."),
+    C: float = typer.Option(1.0, "--C", help="The victim's inverse regularisation strength."),
+    steps: int = typer.Option(100, "--steps", help="Gradient-ascent steps."),
+    classes: Optional[str] = ClassesOpt,
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Gradient poisoning (Biggio et al. 2012) of a binary linear classifier: inserted points optimised in a box."""
+    from mithridate.attacks.gradient import GradientPoisoning
+
+    _attack_unit_box(GradientPoisoning(poison_rate=rate, model=model, C=C, n_steps=steps), data, out_path, truth,
+                     label, features, id_col, test_size, seed, as_json, classes=classes)
+
+
 # detect ---------------------------------------------------------------------------------------
 @app.command()
 def detect(
-    detector: DetectorName = typer.Argument(..., help="Detector: spectral (Tran et al. 2018), spectre (Hayase et al. 2021) or robust-distance (SPECTRE's robust whitening, alpha = 0)."),
-    data: str = DataArg,
-    model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA."),
+    detector: Optional[str] = typer.Argument(None, help="Detector name (see --list), e.g. spectre, spectral, knn, confident-learning."),
+    data: Optional[str] = typer.Argument(None, help="A bundled dataset name or a path (.npz, table with --label, IDX or image folder)."),
+    list_: bool = typer.Option(False, "--list", help="List the detectors and exit."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA when the detector reads a model."),
     layer: str = typer.Option("penultimate", "--layer", help="Model layer whose activations are scored."),
+    input_: str = typer.Option("auto", "--input", help="What the detector reads: model (a network's --layer), raw (the features as they are) or auto (raw for label/outlier detectors, model otherwise)."),
     budget: Optional[float] = typer.Option(None, "--budget", help="Assumed max poisoned fraction per class: flag the top 1.5*budget of each class. Default: the detector's budget-free rule."),
     scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
-    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+    classes: Optional[str] = ClassesOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst."""
+    """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
+
+    `mithridate detect --list` shows the detectors. Backdoor detectors (spectral, spectre, ...) read a
+    network's penultimate layer and train the default network when no --model is given; label and outlier
+    detectors (knn, confident-learning, ...) read the raw features unless --input model is given.
+    """
     import pandas as pd
 
     from mithridate import registry
@@ -351,16 +450,39 @@ def detect(
     from mithridate.models import TorchClassifier, default_classifier
     from mithridate.utils import atomic_path
 
-    splits = _load(data, label, features, id_col, test_size, seed)
+    if list_:
+        rows = registry.describe("detector")
+        if as_json:
+            _print_json([{"name": k, "description": v, "default_input": "raw" if k in registry.RAW_INPUT_DETECTORS else "model"}
+                         for k, v in rows.items()])
+            return
+        t = Table(title="Detectors (mithridate detect NAME DATA)")
+        for col in ("name", "reads", "what it does"):
+            t.add_column(col)
+        for k, v in rows.items():
+            t.add_row(k, "raw features" if k in registry.RAW_INPUT_DETECTORS else "model layer", v)
+        out.print(t)
+        return
+    if detector is None or data is None:
+        raise ConfigError("give a detector name and a dataset: mithridate detect NAME DATA (see mithridate detect --list)")
+    if input_ not in ("auto", "model", "raw"):
+        raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
+    registry.get("detector", detector)  # unknown names fail here, before any data is loaded
+    use_model = input_ == "model" or (input_ == "auto" and (model_path is not None or
+                                                            detector.lower() not in registry.RAW_INPUT_DETECTORS))
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes)
     train_set = splits.train
-    if model_path is not None:
+    model = None
+    if not use_model:
+        layer = "raw"
+    elif model_path is not None:
         model = TorchClassifier.load(model_path)
     else:
         if not as_json:
             err.print(f"No --model given: training the default network on {len(train_set)} samples of {splits.name}.")
         model = default_classifier(len(train_set), random_state=seed, progress=not as_json)
         model.fit(train_set, n_classes=train_set.n_classes)
-    det = registry.create("detector", detector.value, layer=layer)
+    det = registry.create("detector", detector, layer=layer if model is not None else "penultimate")
     t0 = time.perf_counter()
     det.fit(train_set, model=model)
     flags = det.flag(budget=budget) if budget is not None else det.flag()

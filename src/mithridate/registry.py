@@ -9,20 +9,34 @@ from mithridate.errors import ConfigError
 
 def _attacks() -> Dict[str, Callable[..., Any]]:
     from mithridate.attacks.backdoor import BadNets, Blend
+    from mithridate.attacks.gradient import GradientPoisoning
+    from mithridate.attacks.regression import OptP, StatP
 
-    return {"badnets": BadNets, "blend": Blend}
+    return {"badnets": BadNets, "blend": Blend, "statp": StatP, "optp": OptP, "gradient": GradientPoisoning}
 
 
 def _detectors() -> Dict[str, Callable[..., Any]]:
+    from mithridate.defenses.detect.confident import ConfidentLearning
+    from mithridate.defenses.detect.knn import KNNLabelConsistency
     from mithridate.defenses.detect.spectral import SpectralSignatures
     from mithridate.defenses.detect.spectre import RobustDistance, Spectre
+    from mithridate.defenses.detect.valuation import DataOOB, KNNShapley
 
-    return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance}
+    return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance,
+            "knn": KNNLabelConsistency, "confident-learning": ConfidentLearning, "knn-shapley": KNNShapley,
+            "data-oob": DataOOB}
+
+
+# Detectors that read the labels and work best on the raw features (no trained network needed);
+# the CLI's ``--input auto`` uses this to decide whether to train a model first.
+RAW_INPUT_DETECTORS = frozenset({"knn", "confident-learning", "knn-shapley", "data-oob", "isolation-forest", "lof",
+                                 "duplicates", "sphere", "slab", "influence", "roni"})
 
 
 def _models() -> Dict[str, Callable[..., Any]]:
     from mithridate.models.linear import SklearnClassifier
     from mithridate.models.nets import TorchClassifier
+    from mithridate.models.regression import LinearRegressor
 
     return {
         "auto": lambda **kw: TorchClassifier(arch="auto", **kw),
@@ -30,6 +44,9 @@ def _models() -> Dict[str, Callable[..., Any]]:
         "mlp": lambda **kw: TorchClassifier(arch="mlp", **kw),
         "logreg": lambda **kw: SklearnClassifier("logreg", **kw),
         "linear_svm": lambda **kw: SklearnClassifier("linear_svm", **kw),
+        "ridge": lambda **kw: LinearRegressor("ridge", **kw),
+        "lasso": lambda **kw: LinearRegressor("lasso", **kw),
+        "elasticnet": lambda **kw: LinearRegressor("elasticnet", **kw),
     }
 
 
@@ -52,6 +69,16 @@ def get(kind: str, name: str) -> Callable[..., Any]:
     if key not in table:
         raise ConfigError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
     return table[key]
+
+
+def describe(kind: str) -> Dict[str, str]:
+    """Name -> the first line of the component's docstring (for ``--list`` outputs)."""
+    out = {}
+    for name in names(kind):
+        obj = get(kind, name)
+        doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        out[name] = doc[0].strip() if doc else ""
+    return out
 
 
 def create(kind: str, name: str, **params: Any) -> Any:

@@ -603,7 +603,8 @@ class GradientPoisoning(Attack):
         if dataset.n_classes != 2:
             raise ConfigError(
                 f"gradient poisoning is binary-only; {what} {dataset.name!r} has {dataset.n_classes} classes. "
-                f"Keep two of them, e.g. load_dataset(..., classes=[{', '.join(map(repr, dataset.classes[:2]))}])"
+                f"Keep two of them, e.g. load_dataset(..., classes=[{', '.join(map(repr, dataset.classes[:2]))}]) "
+                f"or --classes {','.join(map(str, dataset.classes[:2]))} on the command line"
             )
 
     def _bounds(self, X: np.ndarray, shape: tuple) -> Tuple[np.ndarray, np.ndarray]:

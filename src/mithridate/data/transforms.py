@@ -29,6 +29,53 @@ class MinMax:
         span = self.y_max - self.y_min if self.y_max > self.y_min else 1.0
         return (np.asarray(y, dtype=np.float64) - self.y_min) / span
 
+    def unscale_x(self, X: np.ndarray) -> np.ndarray:
+        """Back to the original units (the inverse of :meth:`scale_x` on the training range)."""
+        span = np.where(self.x_max > self.x_min, self.x_max - self.x_min, 1.0)
+        return (np.asarray(X, dtype=np.float64) * span + self.x_min).astype(np.float32)
+
+    def unscale_y(self, y: np.ndarray) -> np.ndarray:
+        if self.y_min is None:
+            return np.asarray(y)
+        span = self.y_max - self.y_min if self.y_max > self.y_min else 1.0
+        return np.asarray(y, dtype=np.float64) * span + self.y_min
+
+
+def in_unit_box(splits: DatasetSplits) -> bool:
+    """True when the training features (and regression targets) already lie in [0, 1]."""
+    tr = splits.train
+    ok = float(tr.X.min()) >= 0.0 and float(tr.X.max()) <= 1.0
+    if tr.is_regression:
+        ok = ok and float(tr.y.min()) >= 0.0 and float(tr.y.max()) <= 1.0
+    return ok
+
+
+def poison_in_unit_box(attack, splits: DatasetSplits, random_state=None, **kwargs):
+    """Run an inserting attack that works in [0, 1] on data in its own units.
+
+    The data are min-max scaled with the training ranges, the attack runs on the scaled training
+    split, and the inserted rows are mapped back to the original units and appended to the
+    *original* training rows (which are therefore kept bit for bit). Returns the Poisoning
+    (dataset in original units) and the :class:`MinMax` used. Attacks that modify existing rows
+    instead of inserting raise ConfigError.
+    """
+    from mithridate.attacks.base import Poisoning
+    from mithridate.errors import ConfigError
+
+    scaled, mm = minmax_scale(splits, clip=True)
+    res = attack.poison(scaled.train, random_state=random_state, **kwargs)
+    n = len(splits.train)
+    new = res.dataset
+    if len(new) < n or not np.array_equal(np.asarray(new.ids[:n]), np.asarray(splits.train.ids)):
+        raise ConfigError(f"{attack.name} does not insert rows; run it on data scaled to [0, 1] instead")
+    extra = new.subset(np.arange(n, len(new)))
+    flat = extra.X.reshape(len(extra), -1)
+    Xo = mm.unscale_x(flat).reshape(extra.X.shape)
+    yo = mm.unscale_y(extra.y) if splits.train.is_regression else extra.y
+    out = splits.train.append(Xo, yo, is_poison=True, source=attack.name)
+    return Poisoning(dataset=out, attack=res.attack, params=res.params, budget=res.budget, trigger=res.trigger,
+                     target=res.target), mm
+
 
 def minmax_scale(splits: DatasetSplits, *, clip: bool = True) -> tuple[DatasetSplits, MinMax]:
     """Scale features (and regression targets) to [0, 1] with the training split's ranges.
