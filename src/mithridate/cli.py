@@ -11,10 +11,10 @@ import json
 import math
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -217,33 +217,144 @@ def datasets(as_json: bool = JsonOpt) -> None:
 
 
 # train ----------------------------------------------------------------------------------------
+TORCH_MODELS = ("auto", "cnn", "mlp")
+LINEAR_CLASSIFIERS = ("logreg", "linear_svm")
+REGRESSORS = ("ridge", "lasso", "elasticnet")
+DEFENSES = ("none", "trim", "itlm", "sphere", "slab")
+
+
+def _fit_model(kind: str, train_set, seed: int, epochs: Optional[int], quiet: bool):
+    from mithridate.models import default_classifier
+    from mithridate.models.linear import SklearnClassifier
+    from mithridate.models.regression import LinearRegressor
+
+    if kind in REGRESSORS:
+        return LinearRegressor(kind).fit(train_set)
+    if kind in LINEAR_CLASSIFIERS:
+        return SklearnClassifier(kind, random_state=seed).fit(train_set, n_classes=train_set.n_classes)
+    model = default_classifier(len(train_set), random_state=seed, progress=not quiet, epochs=epochs)
+    model.arch = kind
+    return model.fit(train_set, n_classes=train_set.n_classes)
+
+
+def _test_metrics(model, test) -> dict:
+    from mithridate.eval import metrics as M
+
+    pred = model.predict(test.X)
+    if test.is_regression:
+        return {"test_mse": M.mean_squared_error(test.y, pred)}
+    return {"test_accuracy": M.accuracy(test.y, pred), "test_error": M.error_rate(test.y, pred)}
+
+
 @app.command()
 def train(
     data: str = DataArg,
-    model_out: Path = typer.Option(..., "--out", help="Where to save the model (.pt state dict)."),
-    arch: str = typer.Option("auto", "--arch", help="auto (CNN for images, MLP for tables), cnn or mlp."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs (default: by data size)."),
+    model_out: Optional[Path] = typer.Option(None, "--out", help="Save the (defended) network here (.pt state dict; networks only)."),
+    model: str = typer.Option("auto", "--model", help="auto/cnn/mlp (networks), logreg/linear_svm (linear classifiers) or ridge/lasso/elasticnet (regression)."),
+    defense: str = typer.Option("none", "--defense", help="none, trim (regression: trimmed least squares), itlm (classifiers: iterative trimmed loss), sphere or slab (drop points outside the per-class sphere/slab, then train)."),
+    percentile: float = typer.Option(70.0, "--percentile", help="sphere/slab: radius at this percentile of the per-class distances."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Deprecated alias of --model for networks."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for networks (default: by data size)."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison): also train on the clean rows only and report what the defence removed."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    classes: Optional[str] = ClassesOpt, task: Optional[str] = TaskOpt,
     test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Train mithridate's default network on DATA and save it (loadable with --model elsewhere)."""
-    from mithridate.eval import metrics as M
-    from mithridate.models import TorchClassifier, default_classifier
+    """Train a model on DATA, optionally behind a defence, and report its test metrics.
 
-    splits = _load(data, label, features, id_col, test_size, seed)
-    model = default_classifier(len(splits.train), random_state=seed, progress=not as_json, epochs=epochs)
-    if arch not in ("auto", "cnn", "mlp"):
-        raise ConfigError(f"--arch must be auto, cnn or mlp, got {arch!r}")
-    model.arch = arch
-    model.fit(splits.train, n_classes=splits.train.n_classes)
-    assert isinstance(model, TorchClassifier)
-    model.save(model_out)
-    acc = M.accuracy(splits.test.y, model.predict(splits.test.X))
-    doc = {"model": str(model_out), "dataset": splits.name, "n_train": len(splits.train), "test_accuracy": acc}
+    With --defense the undefended model is trained too, so the table shows what the defence buys;
+    with --truth a model trained on the truly clean rows is added as the reference.
+    """
+    from mithridate import registry
+    from mithridate.data import load_ground_truth
+    from mithridate.models import TorchClassifier
+
+    if arch is not None:
+        model = arch
+    model = model.lower().replace("-", "_")
+    if model not in TORCH_MODELS + LINEAR_CLASSIFIERS + REGRESSORS:
+        raise ConfigError(f"--model must be one of {', '.join(TORCH_MODELS + LINEAR_CLASSIFIERS + REGRESSORS)}, got {model!r}")
+    if defense not in DEFENSES:
+        raise ConfigError(f"--defense must be one of {', '.join(DEFENSES)}, got {defense!r}")
+    if task is None and model in REGRESSORS:
+        task = "regression"
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task)
+    tr, te = splits.train, splits.test
+    if tr.is_regression != (model in REGRESSORS):
+        raise ConfigError(f"--model {model} does not fit {'a regression' if tr.is_regression else 'a classification'} "
+                          f"dataset; use {'ridge, lasso or elasticnet' if tr.is_regression else 'auto, cnn, mlp, logreg or linear_svm'}")
+    if defense == "trim" and model not in REGRESSORS:
+        raise ConfigError("--defense trim is for regression (--model ridge|lasso|elasticnet); use itlm for classifiers")
+    if defense == "itlm" and model not in LINEAR_CLASSIFIERS:
+        raise ConfigError("--defense itlm needs a linear classifier: --model logreg or linear_svm")
+    if model_out is not None and model not in TORCH_MODELS:
+        raise ConfigError("--out saves networks only (--model auto|cnn|mlp); linear models are refitted in seconds")
+    if tr.is_regression and not (float(tr.X.min()) >= 0.0 and float(tr.X.max()) <= 1.0):
+        # the linear regressors' penalty assumes features in [0, 1] (Jagielski et al.); the targets keep their units
+        from mithridate.data import DatasetSplits
+        from mithridate.data.transforms import minmax_scale
+
+        scaled, _ = minmax_scale(DatasetSplits(train=tr, test=te, name=splits.name), clip=False)
+        tr, te = tr.replace(X=scaled.train.X), te.replace(X=scaled.test.X)
+        if not as_json:
+            err.print("Features min-max scaled to [0, 1] with the training ranges (targets keep their units).")
+    quiet = as_json
+    rows: list[dict] = []
+    kept = None
+    if defense != "none":
+        rows.append({"model": f"{model}, no defence", "n_train": len(tr), **_test_metrics(_fit_model(model, tr, seed, epochs, True), te)})
+    if defense == "none":
+        fitted = _fit_model(model, tr, seed, epochs, quiet)
+        used = len(tr)
+    elif defense == "trim":
+        from mithridate.defenses.train.trim import TrimRegressor
+
+        fitted = TrimRegressor(base=model, random_state=seed).fit(tr)
+        kept, used = np.asarray(fitted.kept_, bool), int(np.sum(fitted.kept_))
+    elif defense == "itlm":
+        from mithridate.defenses.train.itlm import TrimmedLossClassifier
+
+        fitted = TrimmedLossClassifier(model=model, random_state=seed).fit(tr)
+        kept, used = np.asarray(fitted.kept_, bool), int(np.sum(fitted.kept_))
+    else:
+        det = registry.create("detector", defense, percentile=percentile).fit(tr)
+        kept = ~np.asarray(det.flag(), bool)
+        if kept.sum() < 2:
+            raise ConfigError(f"the {defense} defence removed all but {int(kept.sum())} samples; raise --percentile")
+        fitted = _fit_model(model, tr.subset(kept), seed, epochs, quiet)
+        used = int(kept.sum())
+    rows.append({"model": model if defense == "none" else f"{model} + {defense}", "n_train": used, **_test_metrics(fitted, te)})
+    doc: dict = {"dataset": splits.name, "model": model, "defense": defense, "n_train": len(tr),
+                 **{k: v for k, v in rows[-1].items() if k.startswith("test_")}, "rows": rows}
+    if truth is not None:
+        is_poison = load_ground_truth(truth, tr.ids)
+        clean = tr.subset(~is_poison)
+        rows.append({"model": f"{model} on the clean rows (reference)", "n_train": len(clean),
+                     **_test_metrics(_fit_model(model, clean, seed, epochs, True), te)})
+        if kept is not None:
+            removed = ~kept
+            doc["removed"] = {"poisons_removed": int(np.sum(removed & is_poison)), "n_poison": int(is_poison.sum()),
+                              "clean_removed": int(np.sum(removed & ~is_poison)), "n_clean": int((~is_poison).sum())}
+    if model_out is not None:
+        assert isinstance(fitted, TorchClassifier)
+        fitted.save(model_out)
+        doc["saved"] = str(model_out)
     if as_json:
         _print_json(doc)
-    else:
-        out.print(f"Trained on {len(splits.train)} samples of {splits.name}: test accuracy {acc:.3f}. Saved {model_out}")
+        return
+    metric_keys = ["test_mse"] if tr.is_regression else ["test_accuracy", "test_error"]
+    t = Table(title=f"{splits.name}: {len(tr)} training rows, {len(te)} test rows")
+    for col in ["model", "trained on"] + metric_keys:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["model"], str(r["n_train"]), *[_fmt(r[k]) if k != "test_mse" else f"{r[k]:.4g}" for k in metric_keys])
+    out.print(t)
+    if "removed" in doc:
+        rm = doc["removed"]
+        out.print(f"The defence removed {rm['poisons_removed']} of {rm['n_poison']} poisoned rows and "
+                  f"{rm['clean_removed']} of {rm['n_clean']} clean rows.")
+    if model_out is not None:
+        out.print(f"Saved {model_out}")
 
 
 # attack ---------------------------------------------------------------------------------------
@@ -366,6 +477,36 @@ def _attack_unit_box(attack, data, out_path, truth, label, features, id_col, tes
         err.print("Features are not in [0, 1]: the attack runs on min-max scaled data (training ranges) and the "
                   "inserted rows are written back in the data's own units.")
     _run_attack(_Scaled(), data, out_path, truth, label, features, id_col, test_size, seed, as_json, splits=splits)
+
+
+@attack_app.command("label-flip")
+def attack_label_flip(
+    data: str = DataArg, out_path: Path = AtkOut,
+    strategy: str = typer.Option("random", "--strategy", help="random, targeted (--source -> --target), confidence or greedy (the last two: binary tasks, adversarial)."),
+    rate: float = typer.Option(0.1, "--rate", help="Fraction of the training set whose label is flipped, in (0, 1)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source class for --strategy targeted."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target class for --strategy targeted."),
+    model: str = typer.Option("linear_svm", "--model", help="Model the adversarial strategies attack: linear_svm or logreg."),
+    classes: Optional[str] = ClassesOpt,
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Flip the labels of RATE of the training set: at random, from one class to another, or adversarially."""
+    from mithridate.attacks.label_flip import AdversarialFlip, RandomFlip, TargetedFlip
+
+    if strategy == "random":
+        attack: Any = RandomFlip(poison_rate=rate)
+    elif strategy == "targeted":
+        if source is None or target is None:
+            raise ConfigError("--strategy targeted needs --source and --target (labels as written in the data)")
+        attack = TargetedFlip(source=source, target=target, poison_rate=rate)
+    elif strategy in ("confidence", "greedy"):
+        attack = AdversarialFlip(poison_rate=rate, strategy=strategy, model=model)
+    else:
+        raise ConfigError(f"--strategy must be random, targeted, confidence or greedy, got {strategy!r}")
+    if strategy != "targeted" and (source is not None or target is not None):
+        raise ConfigError("--source/--target only apply to --strategy targeted")
+    _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json, classes=classes)
 
 
 RegRateOpt = typer.Option(0.2, "--rate", help="Poison rate: inserted / (clean + inserted), in (0, 1).")
