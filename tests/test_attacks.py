@@ -318,13 +318,16 @@ def test_triggered_test_without_trigger_raises():
 def test_registry_attacks():
     from mithridate import registry
 
-    assert registry.names("attack") == ["badnets", "blend"]
+    names = registry.names("attack")
+    assert {"badnets", "blend", "random-flip", "adversarial-flip", "gradient", "statp", "optp"} <= set(names)
+    for name in names:  # every entry is a class whose own name is its registry key
+        assert registry.get("attack", name).name == name
     assert registry.get("attack", "BadNets") is BadNets
     a = registry.create("attack", "badnets", target=3, poison_rate=0.1, size=2)
     assert isinstance(a, BadNets) and (a.target, a.poison_rate, a.size) == (3, 0.1, 2)
     assert a.get_params() == {"target": 3, "poison_rate": 0.1, "size": 2, "position": "bottom-right",
                               "value": 1.0, "margin": 0}
-    with pytest.raises(ConfigError, match="known: badnets, blend"):
+    with pytest.raises(ConfigError, match="known: .*badnets, blend"):
         registry.get("attack", "frogs")
     with pytest.raises(ConfigError, match="bad parameters"):
         registry.create("attack", "badnets", colour="red")

@@ -11,10 +11,12 @@ def _attacks() -> Dict[str, Callable[..., Any]]:
     from mithridate.attacks.backdoor import BadNets, Blend
     from mithridate.attacks.gradient import GradientPoisoning
     from mithridate.attacks.label_flip import AdversarialFlip, RandomFlip, TargetedFlip
+    from mithridate.attacks.minimax import MinimaxAttack
     from mithridate.attacks.regression import OptP, StatP
 
     return {"badnets": BadNets, "blend": Blend, "statp": StatP, "optp": OptP, "gradient": GradientPoisoning,
-            "random-flip": RandomFlip, "targeted-flip": TargetedFlip, "adversarial-flip": AdversarialFlip}
+            "random-flip": RandomFlip, "targeted-flip": TargetedFlip, "adversarial-flip": AdversarialFlip,
+            "minimax": MinimaxAttack}
 
 
 def _detectors() -> Dict[str, Callable[..., Any]]:
@@ -22,6 +24,7 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
     from mithridate.defenses.detect.duplicates import DuplicateDetector
     from mithridate.defenses.detect.knn import KNNLabelConsistency
     from mithridate.defenses.detect.outliers import IsolationForestDetector, LOFDetector
+    from mithridate.defenses.detect.sphere_slab import SlabDetector, SphereDetector
     from mithridate.defenses.detect.spectral import SpectralSignatures
     from mithridate.defenses.detect.spectre import RobustDistance, Spectre
     from mithridate.defenses.detect.valuation import DataOOB, KNNShapley
@@ -29,7 +32,7 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
     return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance,
             "knn": KNNLabelConsistency, "confident-learning": ConfidentLearning, "knn-shapley": KNNShapley,
             "data-oob": DataOOB, "isolation-forest": IsolationForestDetector, "lof": LOFDetector,
-            "duplicates": DuplicateDetector}
+            "duplicates": DuplicateDetector, "sphere": SphereDetector, "slab": SlabDetector}
 
 
 # Detectors that read the labels and work best on the raw features (no trained network needed);
