@@ -1,7 +1,7 @@
 """Sphere/slab certificate benchmark: digits 1-vs-7 and breast_cancer ([0,1]-scaled), 5 seeds.
 
 Run from the repository root:
-    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python /tmp/certify_bench/run.py [out_dir]
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=src python benchmarks/certify_sphere_slab.py [out_dir]
 """
 import sys, time
 from pathlib import Path
@@ -12,7 +12,7 @@ from mithridate.data.transforms import minmax_scale
 from mithridate.defenses.certify import SphereSlabCertificate, plot_bound, hinge_loss
 from mithridate.defenses.certify.sphere_slab import budget_points
 
-OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/certify_bench")
+OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/certify_sphere_slab")
 OUT.mkdir(parents=True, exist_ok=True)
 EPS = (0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3)
 

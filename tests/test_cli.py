@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from mithridate.cli import main
+from mithridate.data import load_dataset
 
 
 def run(args, capsys, monkeypatch):
@@ -86,6 +87,21 @@ def test_attack_train_evaluate_detect_round_trip(workdir, capsys, monkeypatch):
         (["detect", "spectral", "{d}/bad.npz"], "must match"),
         (["detect", "spectral", "digits", "--model", "{d}/table.csv"], "not a mithridate model"),
         (["evaluate", "digits", "--model", "{d}/missing.pt"], "not found"),
+        # availability attacks and defences (issue 3)
+        (["attack", "label-flip", "{d}/three.csv", "--label", "y", "--strategy", "greedy", "--out", "{d}/x.npz"],
+         "binary-only"),
+        (["attack", "gradient", "{d}/three.csv", "--label", "y", "--out", "{d}/x.npz"], "binary-only"),
+        (["attack", "minimax", "digits", "--out", "{d}/x.npz"], "two classes"),
+        (["attack", "statp", "{d}/words.csv", "--label", "y", "--out", "{d}/x.npz"], "not numeric"),
+        (["attack", "optp", "diabetes", "--rate", "0", "--out", "{d}/x.npz"], "(0, 1)"),
+        (["attack", "label-flip", "digits", "--rate", "1", "--out", "{d}/x.npz"], "(0, 1)"),
+        (["attack", "statp", "{d}/nan.csv", "--label", "y", "--out", "{d}/x.npz"], "missing values"),
+        (["attack", "label-flip", "digits", "--strategy", "targeted", "--out", "{d}/x.npz"], "--source"),
+        (["train", "diabetes", "--model", "linear_svm"], "regression"),
+        (["train", "digits", "--model", "logreg", "--defense", "trim"], "trim is for regression"),
+        (["certify", "sphere-slab", "wine", "--plot", "{d}/b.png"], "two classes"),
+        (["certify", "sphere-slab", "breast_cancer", "--eps", "0.1,x", "--plot", "{d}/b.png"], "--eps"),
+        (["detect", "lof", "digits", "--classes", "1,42"], "neither"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys, monkeypatch):
@@ -93,6 +109,9 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys, monkey
     pd.DataFrame({"a": np.arange(20.0), "y": [0, 1] * 10}).to_csv(tmp_path / "table.csv", index=False)
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((5, 3)), y_train=np.zeros(4), x_test=np.zeros((2, 3)),
              y_test=np.zeros(2))
+    pd.DataFrame({"a": np.arange(30.0) * 3, "b": np.arange(30.0) % 7, "y": [0, 1, 2] * 10}).to_csv(
+        tmp_path / "three.csv", index=False)
+    pd.DataFrame({"a": np.arange(20.0), "y": ["low", "high"] * 10}).to_csv(tmp_path / "words.csv", index=False)
     args = [a.format(d=tmp_path) for a in args]
     before = set(p.name for p in tmp_path.iterdir())
     code, out, err = run(args, capsys, monkeypatch)
@@ -102,3 +121,57 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, capsys, monkey
     assert needle.lower() in err.lower(), err
     assert "Traceback" not in err
     assert set(p.name for p in tmp_path.iterdir()) == before  # nothing (half-)written
+
+
+def test_availability_round_trip(workdir, capsys, monkeypatch):
+    """Flip labels, then train with and without ITLM; StatP on diabetes, then TRIM (issue 3 CLI)."""
+    flipped = workdir / "flip.npz"
+    code, out, err = run(["attack", "label-flip", "digits", "--classes", "1,7", "--strategy", "confidence",
+                          "--rate", "0.3", "--out", flipped, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["n_poison"] == round(0.3 * doc["n_train_before"]) and doc["n_train_after"] == doc["n_train_before"]
+    code, out, err = run(["train", flipped, "--model", "linear_svm", "--defense", "itlm", "--truth",
+                          doc["ground_truth"], "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    tr = json.loads(out)
+    by = {r["model"]: r for r in tr["rows"]}
+    undefended = by["linear_svm, no defence"]["test_accuracy"]
+    defended = by["linear_svm + itlm"]["test_accuracy"]
+    reference = by["linear_svm on the clean rows (reference)"]["test_accuracy"]
+    assert defended >= reference - 0.03 and defended > undefended + 0.1
+    assert tr["removed"]["poisons_removed"] >= 0.9 * tr["removed"]["n_poison"]
+
+    reg = workdir / "statp.npz"
+    code, out, err = run(["attack", "statp", "diabetes", "--rate", "0.2", "--out", reg, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    sd = json.loads(out)
+    assert sd["n_poison"] == 77 and sd["n_train_after"] == 309 + 77
+    with np.load(reg, allow_pickle=False) as z:
+        assert str(z["task"]) == "regression"
+        raw = load_dataset("diabetes")
+        # the clean rows are written back bit for bit in the data's own units
+        assert np.array_equal(z["x_train"][:309], raw.train.X)
+    code, out, err = run(["train", reg, "--model", "ridge", "--defense", "trim", "--truth", sd["ground_truth"],
+                          "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    by = {r["model"]: r["test_mse"] for r in json.loads(out)["rows"]}
+    assert by["ridge, no defence"] > 1.5 * by["ridge on the clean rows (reference)"]
+    assert by["ridge + trim"] < 1.15 * by["ridge on the clean rows (reference)"]
+
+
+def test_certify_and_detect_list(workdir, capsys, monkeypatch):
+    plot = workdir / "bound.png"
+    code, out, err = run(["certify", "sphere-slab", "breast_cancer", "--eps", "0.05,0.1", "--steps", "100",
+                          "--plot", plot, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [round(r["eps"], 2) for r in doc["rows"]] == [0.05, 0.1]
+    for r in doc["rows"]:
+        assert r["upper_bound"] >= r["attack_loss"] - 1e-9 and r["attack_loss"] > doc["clean_loss"]
+    assert plot.stat().st_size > 1000
+    code, out, err = run(["detect", "--list", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    listed = {d["name"]: d for d in json.loads(out)}
+    assert {"spectral", "spectre", "knn", "confident-learning", "sphere"} <= set(listed)
+    assert listed["knn"]["default_input"] == "raw" and listed["spectre"]["default_input"] == "model"

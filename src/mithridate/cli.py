@@ -38,6 +38,9 @@ app = typer.Typer(
 attack_app = typer.Typer(help="Poison a dataset (writes the poisoned data, the ground truth and the trigger).",
                          no_args_is_help=True)
 app.add_typer(attack_app, name="attack")
+certify_app = typer.Typer(help="Certified bounds: what any attacker with a given budget can still do against a defence.",
+                          no_args_is_help=True)
+app.add_typer(certify_app, name="certify")
 
 out = Console()
 err = Console(stderr=True)
@@ -296,8 +299,6 @@ def train(
 
         scaled, _ = minmax_scale(DatasetSplits(train=tr, test=te, name=splits.name), clip=False)
         tr, te = tr.replace(X=scaled.train.X), te.replace(X=scaled.test.X)
-        if not as_json:
-            err.print("Features min-max scaled to [0, 1] with the training ranges (targets keep their units).")
     quiet = as_json
     rows: list[dict] = []
     kept = None
@@ -353,6 +354,8 @@ def train(
         rm = doc["removed"]
         out.print(f"The defence removed {rm['poisons_removed']} of {rm['n_poison']} poisoned rows and "
                   f"{rm['clean_removed']} of {rm['n_clean']} clean rows.")
+    if tr.is_regression and tr is not splits.train:
+        out.print("Features were min-max scaled to [0, 1] with the training ranges (targets keep their units).")
     if model_out is not None:
         out.print(f"Saved {model_out}")
 
@@ -473,10 +476,10 @@ def _attack_unit_box(attack, data, out_path, truth, label, features, id_col, tes
                                         random_state=random_state)
             return res
 
-    if not as_json:
-        err.print("Features are not in [0, 1]: the attack runs on min-max scaled data (training ranges) and the "
-                  "inserted rows are written back in the data's own units.")
     _run_attack(_Scaled(), data, out_path, truth, label, features, id_col, test_size, seed, as_json, splits=splits)
+    if not as_json:
+        err.print("Features were not in [0, 1]: the attack ran on min-max scaled data (training ranges) and the "
+                  "inserted rows were written back in the data's own units.")
 
 
 @attack_app.command("label-flip")
@@ -507,6 +510,85 @@ def attack_label_flip(
     if strategy != "targeted" and (source is not None or target is not None):
         raise ConfigError("--source/--target only apply to --strategy targeted")
     _run_attack(attack, data, out_path, truth, label, features, id_col, test_size, seed, as_json, classes=classes)
+
+
+@attack_app.command("minimax")
+def attack_minimax(
+    data: str = DataArg, out_path: Path = AtkOut,
+    rate: float = typer.Option(0.1, "--rate", help="Budget ε: the attack adds floor(ε·n) points, n = clean training rows."),
+    defense: str = typer.Option("sphere+slab", "--defense", help="The defence the attack must pass: sphere, slab or sphere+slab."),
+    percentile: float = typer.Option(70.0, "--percentile", help="Defence radii at this percentile of the clean distances."),
+    steps: int = typer.Option(300, "--steps", help="Steps of the online minimax procedure."),
+    classes: Optional[str] = ClassesOpt,
+    truth: Optional[Path] = TruthOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Steinhardt et al. (2017)'s candidate attack: points inside the sphere/slab defence that maximise the SVM's loss."""
+    from mithridate.attacks.minimax import MinimaxAttack
+
+    _attack_unit_box(MinimaxAttack(poison_rate=rate, defense=defense, percentile=percentile, n_steps=steps), data,
+                     out_path, truth, label, features, id_col, test_size, seed, as_json, classes=classes)
+
+
+@certify_app.command("sphere-slab")
+def certify_sphere_slab(
+    data: str = DataArg,
+    eps: str = typer.Option("0.01,0.02,0.03,0.05,0.1,0.15,0.2,0.3", "--eps", help="Comma-separated budgets ε (fractions of the clean training set)."),
+    defense: str = typer.Option("sphere+slab", "--defense", help="sphere, slab or sphere+slab."),
+    percentile: float = typer.Option(70.0, "--percentile", help="Defence radii at this percentile of the clean distances."),
+    steps: int = typer.Option(300, "--steps", help="Steps of the online minimax procedure."),
+    plot: Optional[Path] = typer.Option(Path("sphere-slab-bound.png"), "--plot", help="Where to draw bound and attack loss against ε (.png/.svg/.pdf)."),
+    table_out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as CSV."),
+    classes: Optional[str] = ClassesOpt, label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt,
+    id_col: Optional[str] = IdOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Upper bound on the loss any εn added points can force on a linear SVM behind the oracle sphere/slab defence.
+
+    DATA is treated as clean (the defender's centroids come from it); features are min-max scaled to [0, 1].
+    For every ε the table gives the certified upper bound U(ε) on the SVM's training objective, the value the
+    candidate (minimax) attack actually reaches, their ratio of excess losses, and the attacked model's test error.
+    """
+    from mithridate.data.transforms import minmax_scale
+    from mithridate.defenses.certify.sphere_slab import SphereSlabCertificate, plot_bound
+    from mithridate.utils import atomic_path
+
+    try:
+        grid = tuple(float(e) for e in eps.split(",") if e.strip())
+    except ValueError:
+        raise ConfigError(f"--eps must be comma-separated numbers, got {eps!r}") from None
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConfigError(f"--plot must end in .png, .svg or .pdf, got {plot}")
+    if table_out is not None and table_out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out must end in .csv, got {table_out}")
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes)
+    scaled, _ = minmax_scale(splits)
+    cert = SphereSlabCertificate(defense=defense, percentile=percentile, n_steps=steps)
+    cert.fit(scaled.train, epsilons=grid, test=scaled.test, random_state=seed)
+    table = cert.table_
+    doc: dict = {"dataset": splits.name, "defense": defense, "percentile": percentile, "n_train": len(splits.train),
+                 "rho": float(cert.rho_), "clean_loss": float(cert.clean_loss_),
+                 "rows": table.to_dict(orient="records")}
+    if plot is not None:
+        plot_bound(table, plot, title=f"{splits.name}: {defense} (oracle), linear SVM")
+        doc["plot"] = str(plot)
+    if table_out is not None:
+        with atomic_path(table_out) as tmp:
+            table.to_csv(tmp, index=False)
+        doc["table"] = str(table_out)
+    if as_json:
+        _print_json(doc)
+        return
+    t = Table(title=f"{splits.name}: certified bound vs candidate attack ({defense}, radii at the {percentile:g}th percentile)")
+    for col in ("ε", "points", "clean loss", "bound U(ε)", "attack reaches", "ratio", "test err"):
+        t.add_column(col)
+    for _, r in table.iterrows():
+        t.add_row(f"{r['eps']:g}", str(int(r["n_poison"])), f"{r['clean_loss']:.4f}", f"{r['upper_bound']:.4f}",
+                  f"{r['attack_loss']:.4f}", _fmt(float(r["ratio"])), _fmt(float(r.get("attack_error", float("nan")))))
+    out.print(t)
+    out.print("Losses are the SVM's training objective (mean hinge over clean plus surviving poison points): no attack "
+              "with εn points can push it above U(ε) against this defence.", markup=False, highlight=False)
+    if plot is not None:
+        out.print(f"Plot: {plot}", markup=False, highlight=False)
 
 
 RegRateOpt = typer.Option(0.2, "--rate", help="Poison rate: inserted / (clean + inserted), in (0, 1).")
