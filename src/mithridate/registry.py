@@ -22,8 +22,10 @@ def _attacks() -> Dict[str, Callable[..., Any]]:
 def _detectors() -> Dict[str, Callable[..., Any]]:
     from mithridate.defenses.detect.confident import ConfidentLearning
     from mithridate.defenses.detect.duplicates import DuplicateDetector
+    from mithridate.defenses.detect.influence import InfluenceDetector
     from mithridate.defenses.detect.knn import KNNLabelConsistency
     from mithridate.defenses.detect.outliers import IsolationForestDetector, LOFDetector
+    from mithridate.defenses.detect.roni import RONIDetector
     from mithridate.defenses.detect.sphere_slab import SlabDetector, SphereDetector
     from mithridate.defenses.detect.spectral import SpectralSignatures
     from mithridate.defenses.detect.spectre import RobustDistance, Spectre
@@ -32,7 +34,8 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
     return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance,
             "knn": KNNLabelConsistency, "confident-learning": ConfidentLearning, "knn-shapley": KNNShapley,
             "data-oob": DataOOB, "isolation-forest": IsolationForestDetector, "lof": LOFDetector,
-            "duplicates": DuplicateDetector, "sphere": SphereDetector, "slab": SlabDetector}
+            "duplicates": DuplicateDetector, "sphere": SphereDetector, "slab": SlabDetector,
+            "influence": InfluenceDetector, "roni": RONIDetector}
 
 
 # Detectors that read the labels and work best on the raw features (no trained network needed);
