@@ -647,7 +647,7 @@ def attack_gradient(
 # detect ---------------------------------------------------------------------------------------
 @app.command()
 def detect(
-    detector: Optional[str] = typer.Argument(None, help="Detector name (see --list), e.g. spectre, spectral, knn, confident-learning."),
+    detector: Optional[str] = typer.Argument(None, help="Detector name (see --list); `ensemble` (SPECTRE + kNN + confident learning) is the recommended default."),
     data: Optional[str] = typer.Argument(None, help="A bundled dataset name or a path (.npz, table with --label, IDX or image folder)."),
     list_: bool = typer.Option(False, "--list", help="List the detectors and exit."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA when the detector reads a model."),
@@ -683,7 +683,8 @@ def detect(
         for col in ("name", "reads", "what it does"):
             t.add_column(col)
         for k, v in rows.items():
-            t.add_row(k, "raw features" if k in registry.RAW_INPUT_DETECTORS else "model layer", v)
+            reads = "raw features" if k in registry.RAW_INPUT_DETECTORS else "model layer"
+            t.add_row(k, "model layer (images) / raw (tables)" if k == "ensemble" else reads, v)
         out.print(t)
         return
     if detector is None or data is None:
@@ -691,10 +692,12 @@ def detect(
     if input_ not in ("auto", "model", "raw"):
         raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
     registry.get("detector", detector)  # unknown names fail here, before any data is loaded
-    use_model = input_ == "model" or (input_ == "auto" and (model_path is not None or
-                                                            detector.lower() not in registry.RAW_INPUT_DETECTORS))
     splits = _load(data, label, features, id_col, test_size, seed, classes=classes)
     train_set = splits.train
+    wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS
+    if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
+        wants_model = train_set.is_image
+    use_model = input_ == "model" or (input_ == "auto" and (model_path is not None or wants_model))
     model = None
     if not use_model:
         layer = "raw"

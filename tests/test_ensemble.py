@@ -1,0 +1,101 @@
+"""The default ensemble detector: calibration by hand, combination, flags, member handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mithridate.data import Dataset, load_dataset
+from mithridate.defenses.detect.base import Detector
+from mithridate.defenses.detect.ensemble import Ensemble, upper_z
+from mithridate.errors import ConfigError
+from mithridate.eval.metrics import auroc
+
+
+def test_upper_z_by_hand():
+    s = np.arange(11, dtype=float)  # median 5, q90 9 -> scale 4 / 1.2816
+    z = upper_z(s)
+    assert z[5] == pytest.approx(0.0)
+    assert z[9] == pytest.approx(1.2816)
+    assert z[10] == pytest.approx(5 * 1.2816 / 4)
+    # mostly tied scores (a kNN disagreement share): finite, and the odd one out is extreme
+    tied = np.zeros(100)
+    tied[0] = 1.0
+    zt = upper_z(tied)
+    assert np.all(np.isfinite(zt)) and zt[0] > 100 and np.all(zt[1:] == 0)
+    assert np.all(upper_z(np.ones(5)) == 0)
+
+
+class _Fixed(Detector):
+    """A stand-in member returning fixed scores (to test the combination itself)."""
+
+    def __init__(self, name, scores, flags=None):
+        self.name, self._s, self._f, self.layer = name, np.asarray(scores, float), flags, None
+
+    def _score(self, features, y):
+        return self._s
+
+    def default_flags(self):
+        return np.zeros(len(self._s), bool) if self._f is None else np.asarray(self._f, bool)
+
+
+def _toy(n=200):
+    rng = np.random.default_rng(0)
+    return Dataset.from_arrays(rng.normal(size=(n, 3)), rng.integers(0, 2, n))
+
+
+def test_one_informative_member_is_not_drowned():
+    ds = _toy()
+    rng = np.random.default_rng(1)
+    truth = np.zeros(len(ds), bool)
+    truth[:10] = True
+    informative = rng.normal(size=len(ds)) + 8 * truth          # separates the 10 planted points
+    noise = [rng.exponential(size=len(ds)) for _ in range(2)]    # heavy-tailed, uninformative
+    ens = Ensemble([_Fixed("a", informative), _Fixed("b", noise[0]), _Fixed("c", noise[1])]).fit(ds)
+    assert auroc(informative, truth) == 1.0
+    assert auroc(ens.scores_, truth) >= 0.99
+    expect = sum(np.maximum(upper_z(s), 0) for s in (informative, *noise))
+    assert np.allclose(ens.scores_, expect)
+    assert list(ens.member_scores_.columns) == ["a", "b", "c"]
+
+
+def test_default_flags_score_rule_or_votes():
+    ds = _toy(50)
+    s = np.zeros(50)
+    s[0] = 100.0  # extreme for the ensemble
+    f_b = np.zeros(50, bool)
+    f_c = np.zeros(50, bool)
+    f_b[[1, 2]] = True
+    f_c[[2, 3]] = True  # only sample 2 has two votes
+    ens = Ensemble([_Fixed("a", s), _Fixed("b", np.zeros(50), f_b), _Fixed("c", np.zeros(50), f_c)]).fit(ds)
+    assert np.flatnonzero(ens.flag()).tolist() == [0, 2]
+    assert ens.flag(budget=0.02).sum() == 1
+
+
+def test_members_and_errors():
+    with pytest.raises(ConfigError, match="itself"):
+        Ensemble(["ensemble"]).fit(_toy())
+    with pytest.raises(ConfigError, match="twice"):
+        Ensemble(["knn", "knn"]).fit(_toy())
+    with pytest.raises(ConfigError, match="unknown detector"):
+        Ensemble(["nope"]).fit(_toy())
+    with pytest.raises(ConfigError, match="non-empty"):
+        Ensemble([]).fit(_toy())
+    # a member that cannot run is skipped (and reported), or raises when asked
+    tiny = Dataset.from_arrays(np.random.default_rng(0).normal(size=(8, 2)), [0, 1] * 4)
+    with pytest.warns(UserWarning, match="skipping knn"):
+        ens = Ensemble(["knn", "spectre"]).fit(tiny)
+    assert "knn" in ens.skipped_ and "spectre" in ens.members_
+    with pytest.raises(ConfigError):
+        Ensemble(["knn"], skip_failed=False).fit(tiny)
+
+
+def test_ensemble_finds_label_flips_on_wine():
+    from mithridate.attacks.label_flip import RandomFlip
+
+    flipped = RandomFlip(0.2).poison(load_dataset("wine").train, random_state=0).dataset
+    ens = Ensemble().fit(flipped.without_ground_truth())
+    best = max(auroc(d.scores_, flipped.is_poison) for d in ens.members_.values())
+    assert auroc(ens.scores_, flipped.is_poison) >= best - 0.03  # measured 0.979 vs best 0.999
+    flags = ens.flag()
+    assert flags[flipped.is_poison].mean() > 0.8 and flags[~flipped.is_poison].mean() < 0.05
