@@ -323,7 +323,7 @@ def _table(rows: list[dict], keys: list[str], group: Optional[str] = None, nd: i
     groups: dict[Any, list[dict]] = {}
     for r in rows:
         groups.setdefault(r.get(group) if group else "all", []).append(r)
-    head = ([group] if group else []) + ["seeds"] + keys
+    head = ([group] if group else []) + ["seeds"] + [k.replace("|", " on ") for k in keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g, rs in groups.items():
         vals = [fmt(median(r.get(k, float("nan")) for r in rs), nd) for k in keys]
