@@ -41,6 +41,10 @@ app.add_typer(attack_app, name="attack")
 certify_app = typer.Typer(help="Certified bounds: what any attacker with a given budget can still do against a defence.",
                           no_args_is_help=True)
 app.add_typer(certify_app, name="certify")
+ledger_app = typer.Typer(help="The provenance ledger: audited datasets, their versions, audits and contributors.",
+                         no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+LedgerOpt = typer.Option(None, "--ledger", help="Ledger database: a SQLite file or any SQLAlchemy URL (default: $MITHRIDATE_LEDGER, else ~/.local/share/mithridate/ledger.sqlite).")
 
 out = Console()
 err = Console(stderr=True)
@@ -738,6 +742,59 @@ def detect(
                   f"TPR@5%FPR {_fmt(m['tpr_at_5pct_fpr'])}, precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}")
     if scores_out is not None:
         out.print(f"  scores written to {scores_out}")
+
+
+# ledger ---------------------------------------------------------------------------------------
+def _df_out(df, title: str, as_json: bool, columns: Optional[list] = None) -> None:
+    if as_json:
+        _print_json(df.to_dict(orient="records"))
+        return
+    t = Table(title=title)
+    cols = columns or list(df.columns)
+    for c in cols:
+        t.add_column(str(c))
+    for _, r in df.iterrows():
+        t.add_row(*[_fmt(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols])
+    out.print(t)
+
+
+def _open_ledger(url: Optional[str]):
+    from mithridate.audit import Ledger
+
+    return Ledger(url)
+
+
+@ledger_app.command("datasets")
+def ledger_datasets(ledger_url: Optional[str] = LedgerOpt, as_json: bool = JsonOpt) -> None:
+    """The datasets recorded in the ledger."""
+    led = _open_ledger(ledger_url)
+    try:
+        _df_out(led.datasets(), "Datasets in the ledger", as_json)
+    finally:
+        led.close()
+
+
+@ledger_app.command("versions")
+def ledger_versions(name: str = typer.Argument(..., help="Dataset name as recorded by `mithridate audit`."),
+                    ledger_url: Optional[str] = LedgerOpt, as_json: bool = JsonOpt) -> None:
+    """The recorded versions of one dataset."""
+    led = _open_ledger(ledger_url)
+    try:
+        _df_out(led.versions(name), f"Versions of {name}", as_json)
+    finally:
+        led.close()
+
+
+@ledger_app.command("contributors")
+def ledger_contributors(name: str = typer.Argument(..., help="Dataset name as recorded by `mithridate audit`."),
+                        ledger_url: Optional[str] = LedgerOpt, as_json: bool = JsonOpt) -> None:
+    """Contributor reputation: posterior rate of flagged samples with a 95% credible interval, worst first."""
+    led = _open_ledger(ledger_url)
+    try:
+        df = led.contributors(name)
+    finally:
+        led.close()
+    _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json)
 
 
 # evaluate -------------------------------------------------------------------------------------
