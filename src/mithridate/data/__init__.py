@@ -26,7 +26,11 @@ from mithridate.data.loaders import (
     select_classes,
 )
 
+from mithridate.data.text import TextFeaturizer, load_jsonl
+
 __all__ = [
+    "TextFeaturizer",
+    "load_jsonl",
     "Dataset",
     "DatasetSplits",
     "encode_labels",

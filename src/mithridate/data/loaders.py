@@ -46,6 +46,8 @@ from mithridate.data.dataset import Dataset, DatasetSplits, encode_labels
 from mithridate.errors import ConfigError, DataError
 from mithridate.utils import RandomState, atomic_path, check_fraction, check_random_state
 
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")  # = mithridate.data.text.JSONL_SUFFIXES
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
@@ -1434,7 +1436,7 @@ def _check_kwargs(func: Any, kwargs: dict, what: str, extra: Sequence[str] = ())
 def _known_names_text() -> str:
     return (
         f"known names: {', '.join(_KNOWN_NAMES)} (also 'breast-cancer', 'fashion_mnist', "
-        "'fmnist'), or a path to a .npz/.csv/.csv.gz/.tsv/.parquet file, a folder of IDX files "
+        "'fmnist'), or a path to a .npz/.csv/.csv.gz/.tsv/.parquet/.jsonl file, a folder of IDX files "
         "or a folder of class sub-folders with images"
     )
 
@@ -1495,6 +1497,7 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
     * a ``.npz`` file -> :func:`load_npz`;
     * a ``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``, ``.parquet`` file -> :func:`load_table`
       (needs ``label=``);
+    * a ``.jsonl`` / ``.jsonl.gz`` file of text records -> :func:`mithridate.data.text.load_jsonl`;
     * a folder holding MNIST-style IDX files -> :func:`load_fashion_mnist`;
     * any other folder -> :func:`load_image_folder`.
 
@@ -1537,7 +1540,8 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
     p = Path(os.path.expanduser(text))
     if not p.exists():
         looks_like_path = (
-            os.sep in text or "/" in text or p.name.lower().endswith(_TABLE_SUFFIXES + (".npz",))
+            os.sep in text or "/" in text
+            or p.name.lower().endswith(_TABLE_SUFFIXES + JSONL_SUFFIXES + (".npz",))
         )
         if looks_like_path:
             raise DataError(f"file not found: {p}; {_known_names_text()}")
@@ -1552,6 +1556,16 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
     if low.endswith(".npz"):
         _check_kwargs(load_npz, kwargs, f"npz file {p}")
         return load_npz(p, **kwargs)
+    if low.endswith(JSONL_SUFFIXES):
+        from mithridate.data.text import load_jsonl
+
+        _check_kwargs(load_jsonl, kwargs, f"JSONL file {p}")
+        if kwargs.get("return_featurizer"):
+            raise ConfigError(
+                "load_dataset returns DatasetSplits only; call mithridate.data.text.load_jsonl(..., "
+                "return_featurizer=True) to get the fitted featurizer too"
+            )
+        return load_jsonl(p, **kwargs)
     if low.endswith(_TABLE_SUFFIXES):
         _check_kwargs(load_table, kwargs, f"table {p}")
         if "label" not in kwargs:
@@ -1559,7 +1573,7 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
         return load_table(p, **kwargs)
     raise DataError(
         f"cannot tell how to load {p}; supported files end in .npz, "
-        f"{', '.join(_TABLE_SUFFIXES)}, or give a folder of images or IDX files"
+        f"{', '.join(_TABLE_SUFFIXES + JSONL_SUFFIXES)}, or give a folder of images or IDX files"
     )
 
 

@@ -61,6 +61,7 @@ class Detector:
             raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
         if not np.all(np.isfinite(features)):
             raise DataError(f"{self.name}: features contain NaN or infinite values")
+        self.input_kind_ = input_kind(dataset)
         scores = np.asarray(self._score(features, np.asarray(dataset.y)), dtype=np.float64)
         self.scores_ = scores
         self.y_ = np.asarray(dataset.y)
@@ -107,6 +108,24 @@ class Detector:
 
     def _flag_budget(self, budget: float) -> np.ndarray:
         return top_k_mask(self.scores_, budget_count(budget, len(self.scores_)))
+
+
+def input_kind(dataset: Dataset) -> str:
+    """``"text"`` (features derived from a ``text`` metadata column, e.g. :func:`~mithridate.data.text.load_jsonl`),
+    ``"image"`` or ``"table"``: detectors use it to pick defaults such as column standardisation,
+    which suits raw table columns but wrecks unit-length text embeddings."""
+    if "text" in dataset.meta.columns:
+        return "text"
+    return "image" if dataset.is_image else "table"
+
+
+def resolve_standardize(value: Any, detector: "Detector") -> bool:
+    """``standardize="auto"``: standardise columns unless the input is text."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ConfigError(f"{detector.name}: standardize must be True, False or 'auto', got {value!r}")
+        return getattr(detector, "input_kind_", "table") != "text"
+    return bool(value)
 
 
 def _check_budget(budget: Any) -> float:

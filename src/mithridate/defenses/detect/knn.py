@@ -14,11 +14,11 @@ The module also holds the exact neighbour search shared by the label detectors.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from mithridate.defenses.detect.base import Detector
+from mithridate.defenses.detect.base import Detector, resolve_standardize
 from mithridate.errors import ConfigError, DataError
 
 METRICS = ("l2", "cosine")
@@ -119,10 +119,11 @@ class KNNLabelConsistency(Detector):
     metric : {"l2", "cosine"}, default="l2"
         Euclidean distance (faiss ``IndexFlatL2``) or cosine distance (``IndexFlatIP`` on rows
         normalised to unit length). Both searches are exact.
-    standardize : bool, default=True
+    standardize : bool or "auto", default="auto"
         Scale every feature column to zero mean and unit variance first, so that no single
         large-valued column decides the neighbours (raw tabular features); turn it off for
-        representations whose scale is meaningful.
+        representations whose scale is meaningful. ``"auto"`` standardises unless the data is
+        text (unit-length embeddings from :func:`~mithridate.data.text.load_jsonl`).
     layer : str, default="penultimate"
         Model layer read when :meth:`fit` gets a model; without one, the raw flattened features.
     n_threads : int, optional
@@ -164,7 +165,7 @@ class KNNLabelConsistency(Detector):
     name = "knn"
 
     def __init__(self, n_neighbors: int = 10, weights: str = "uniform", metric: str = "l2",
-                 standardize: bool = True, layer: str = "penultimate", n_threads: Optional[int] = None):
+                 standardize: Union[bool, str] = "auto", layer: str = "penultimate", n_threads: Optional[int] = None):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
@@ -179,7 +180,7 @@ class KNNLabelConsistency(Detector):
             raise ConfigError(f"metric must be one of {METRICS}, got {self.metric!r}")
         k = check_n_neighbors(self.n_neighbors, len(features), self.name)
         check_labels(y, self.name)
-        if self.standardize:
+        if resolve_standardize(self.standardize, self):
             (features,) = standardize(features)
         dist, idx = knn_search(features, None, k, metric=self.metric, n_threads=self.n_threads)
         disagree = (y[idx] != y[:, None]).astype(np.float64)

@@ -64,6 +64,8 @@ def reads_raw_table(detector: Detector, dataset: Any, model: Any = None, feature
     precomputed features): the case where per-column standardisation is the right default."""
     if features is not None or not isinstance(dataset, Dataset) or dataset.is_image:
         return False
+    if "text" in dataset.meta.columns:  # text embeddings (load_jsonl): unit-length rows, not raw columns
+        return False
     return model is None or getattr(detector, "layer", None) is None
 
 

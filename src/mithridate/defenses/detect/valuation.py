@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from mithridate.data.dataset import Dataset
-from mithridate.defenses.detect.base import Detector
+from mithridate.defenses.detect.base import Detector, resolve_standardize
 from mithridate.defenses.detect.confident import build_model, fit_model
 from mithridate.defenses.detect.knn import (
     METRICS,
@@ -142,8 +142,9 @@ class KNNShapley(Detector):
         n_validation × n_train ≤ 10⁹ (about 30 s on one core), else M = 200.
     metric : {"l2", "cosine"}, default="l2"
         Distance that orders the players.
-    standardize : bool, default=True
-        Scale feature columns by the training mean and std (applied to validation points too).
+    standardize : bool or "auto", default="auto"
+        Scale feature columns by the training mean and std (applied to validation points too);
+        ``"auto"`` does so unless the data is text (unit-length embeddings).
     layer : str, default="penultimate"
         Model layer read when :meth:`fit` gets a model; without one, the raw flattened features.
     n_threads : int, optional
@@ -194,7 +195,7 @@ class KNNShapley(Detector):
     name = "knn-shapley"
 
     def __init__(self, n_neighbors: int = 10, truncate: Union[int, None, str] = "auto", metric: str = "l2",
-                 standardize: bool = True, layer: str = "penultimate", n_threads: Optional[int] = None):
+                 standardize: Union[bool, str] = "auto", layer: str = "penultimate", n_threads: Optional[int] = None):
         self.n_neighbors = n_neighbors
         self.truncate = truncate
         self.metric = metric
@@ -260,7 +261,7 @@ class KNNShapley(Detector):
                     f"validation features have {vf.shape[1]} columns, training features {features.shape[1]}; "
                     "read both from the same layer"
                 )
-        if self.standardize:
+        if resolve_standardize(self.standardize, self):
             features, vf = standardize(features, vf)
         n_players = n - 1 if loo else n
         M = self._mode(n, len(vf), k)
