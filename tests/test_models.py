@@ -265,7 +265,8 @@ def test_sklearn_errors():
 def test_registry_models():
     from mithridate import registry
 
-    assert registry.names("model") == ["auto", "cnn", "linear_svm", "logreg", "mlp"]
+    assert registry.names("model") == ["auto", "cnn", "elasticnet", "lasso", "linear_svm", "logreg", "mlp", "ridge"]
+    assert registry.create("model", "lasso").kind == "lasso"
     m = registry.create("model", "mlp", epochs=3)
     assert isinstance(m, TorchClassifier) and m.arch == "mlp" and m.epochs == 3
     assert registry.create("model", "linear-svm").kind == "linear_svm"
