@@ -20,11 +20,13 @@ def _attacks() -> Dict[str, Callable[..., Any]]:
 
 
 def _detectors() -> Dict[str, Callable[..., Any]]:
+    from mithridate.defenses.detect.activation_clustering import ActivationClustering
     from mithridate.defenses.detect.confident import ConfidentLearning
     from mithridate.defenses.detect.duplicates import DuplicateDetector
     from mithridate.defenses.detect.ensemble import Ensemble
     from mithridate.defenses.detect.influence import InfluenceDetector
     from mithridate.defenses.detect.knn import KNNLabelConsistency
+    from mithridate.defenses.detect.loss_dynamics import LossDynamics
     from mithridate.defenses.detect.outliers import IsolationForestDetector, LOFDetector
     from mithridate.defenses.detect.roni import RONIDetector
     from mithridate.defenses.detect.sphere_slab import SlabDetector, SphereDetector
@@ -36,7 +38,8 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
             "knn": KNNLabelConsistency, "confident-learning": ConfidentLearning, "knn-shapley": KNNShapley,
             "data-oob": DataOOB, "isolation-forest": IsolationForestDetector, "lof": LOFDetector,
             "duplicates": DuplicateDetector, "sphere": SphereDetector, "slab": SlabDetector,
-            "influence": InfluenceDetector, "roni": RONIDetector, "ensemble": Ensemble}
+            "influence": InfluenceDetector, "roni": RONIDetector, "ensemble": Ensemble,
+            "activation-clustering": ActivationClustering, "loss-dynamics": LossDynamics}
 
 
 # Detectors that read the labels and work best on the raw features (no trained network needed);
