@@ -175,3 +175,41 @@ def test_certify_and_detect_list(workdir, capsys, monkeypatch):
     listed = {d["name"]: d for d in json.loads(out)}
     assert {"spectral", "spectre", "knn", "confident-learning", "sphere"} <= set(listed)
     assert listed["knn"]["default_input"] == "raw" and listed["spectre"]["default_input"] == "model"
+
+
+def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
+    """`audit` exits 0 on clean data and 1 when two contributors flipped their labels; `sanitize` writes a CSV."""
+    from sklearn.datasets import load_breast_cancer
+
+    df = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "y"})
+    df["vendor"] = [f"v{i % 10}" for i in range(len(df))]
+    clean, bad = workdir / "clean.csv", workdir / "bad.csv"
+    df.to_csv(clean, index=False)
+    flipped = df.copy()
+    m = flipped["vendor"].isin(["v3", "v7"])
+    flipped.loc[m, "y"] = 1 - flipped.loc[m, "y"]
+    flipped.to_csv(bad, index=False)
+    ledger = workdir / "ledger.sqlite"
+    common = ["--label", "y", "--contributor", "vendor", "--name", "bc", "--ledger", ledger, "--json"]
+    code, out, err = run(["audit", clean, "--out", workdir / "a1", *common], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["verdict"] == "pass"
+    assert {p.name for p in (workdir / "a1").iterdir()} >= {"report.html", "findings.csv", "summary.json"}
+    code, out, err = run(["audit", bad, "--out", workdir / "a2", *common], capsys, monkeypatch)
+    assert code == 1, err
+    code, out, err = run(["ledger", "contributors", "bc", "--ledger", ledger, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert {rows[0]["contributor"], rows[1]["contributor"]} == {"v3", "v7"}
+    cleaned = workdir / "cleaned.csv"
+    code, out, err = run(["sanitize", bad, "--label", "y", "--contributor", "vendor", "--out", cleaned, "--json"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    kept = pd.read_csv(cleaned)
+    assert list(kept.columns) == list(flipped.columns) and len(kept) == doc["n_kept"] == len(flipped) - doc["n_removed"]
+    # refuses to overwrite its input, and a missing label column is a usage error (exit 2)
+    code, _, err = run(["sanitize", bad, "--label", "y", "--out", bad], capsys, monkeypatch)
+    assert code == 2 and err.startswith("error:")
+    code, _, err = run(["audit", bad, "--label", "nope", "--ledger", ledger, "--out", workdir / "a3"], capsys, monkeypatch)
+    assert code == 2 and "nope" in err and not (workdir / "a3").exists()

@@ -744,6 +744,108 @@ def detect(
         out.print(f"  scores written to {scores_out}")
 
 
+# audit / sanitize -----------------------------------------------------------------------------
+def _audit_input(data, label, features, id_col, contributor, source, text_col):
+    from mithridate.audit.pipeline import load_for_audit
+
+    return load_for_audit(data, label=label, features=_split_features(features), id_col=id_col,
+                          contributor=contributor, source=source, text_col=text_col)
+
+
+AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parquet (with --label), JSONL text, .npz, an image folder, or a bundled name.")
+ContributorOpt = typer.Option(None, "--contributor", help="Column (or JSONL key) naming who contributed each sample.")
+SourceOpt = typer.Option(None, "--source", help="Column (or JSONL key) naming where each sample came from.")
+TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default 'text'); tables: a text column shown in the report.")
+PolicyOpt = typer.Option(None, "--policy", help="Policy YAML (thresholds on flagged shares, reputation, change since the last version); default: the built-in policy.")
+
+
+@app.command()
+def audit(
+    data: str = AuditDataArg,
+    out_dir: Path = typer.Option(Path("mithridate-audit"), "--out", help="Folder for report.html, findings.csv and summary.json."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name in the ledger (default: the file's name); successive versions of one dataset share it."),
+    policy: Optional[Path] = PolicyOpt,
+    ledger_url: Optional[str] = LedgerOpt,
+    no_ledger: bool = typer.Option(False, "--no-ledger", help="Do not record the audit (no version diff, no reputation history)."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` whose penultimate layer is read (default: train one)."),
+    label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
+    seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Audit a new version of a training set before retraining: exit 0 when it passes the policy, 1 when not.
+
+    Runs the detector ensemble on every sample, applies the policy (shares flagged overall, per class and
+    per contributor; contributor reputation; change since the last audited version), records the audit in
+    the ledger (one transaction) and writes report.html, findings.csv and summary.json to --out.
+    Usage errors exit with 2. Example for a nightly job: `mithridate audit data/v42.csv --label y
+    --contributor vendor --name training-set || exit 1`.
+    """
+    from mithridate.audit.pipeline import run_audit
+    from mithridate.audit.policy import Policy
+    from mithridate.models import TorchClassifier
+
+    pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
+    inp = _audit_input(data, label, features, id_col, contributor, source, text_col)
+    model = TorchClassifier.load(model_path) if model_path is not None else None
+    ds_name = name or inp.dataset.name
+    kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
+                  progress=not as_json)
+    if no_ledger:
+        res = run_audit(inp.dataset, ledger=None, **kwargs)
+    else:
+        from mithridate.audit import Ledger
+
+        with Ledger(ledger_url) as led:
+            res = run_audit(inp.dataset, ledger=led, **kwargs)
+    if as_json:
+        _print_json(res.summary)
+    else:
+        t = Table(title=f"Audit of {ds_name}: {res.verdict.upper()}")
+        for col in ("check", "value", "limit", "passed", "detail"):
+            t.add_column(col)
+        for r in res.policy_results:
+            t.add_row(r.name, _fmt(r.value), _fmt(r.limit), "yes" if r.passed else "NO", r.message)
+        out.print(t)
+        n_flag = int(res.findings["flagged"].sum())
+        out.print(f"{n_flag} of {len(res.findings)} samples flagged. Outputs in {out_dir}: report.html, findings.csv, "
+                  "summary.json", markup=False, highlight=False)
+    raise typer.Exit(res.exit_code)
+
+
+@app.command()
+def sanitize(
+    data: str = AuditDataArg,
+    out_path: Path = typer.Option(..., "--out", help="Where to write the cleaned data, in the input's format (never the input itself)."),
+    policy: Optional[Path] = PolicyOpt,
+    budget: Optional[float] = typer.Option(None, "--budget", help="Remove the top BUDGET share by ensemble score instead of the flags."),
+    drop_contributors: bool = typer.Option(False, "--drop-contributors", help="Also remove every sample of contributors the policy fails."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` (default: train one)."),
+    label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
+    seed: int = SeedOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Remove the samples the audit flags and write the rest in the input's format, with a manifest of what was removed and why."""
+    from mithridate.audit.policy import Policy
+    from mithridate.audit.sanitize import sanitize as run_sanitize
+    from mithridate.models import TorchClassifier
+
+    pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
+    model = TorchClassifier.load(model_path) if model_path is not None else None
+    res = run_sanitize(data, out_path, label=label, features=_split_features(features), id_col=id_col,
+                       contributor=contributor, source=source, text_col=text_col, policy=pol, model=model,
+                       budget=budget, drop_contributors=drop_contributors, overwrite=overwrite, random_state=seed,
+                       progress=not as_json)
+    doc = {"input": str(data), "output": str(res.output), "removed_csv": str(res.manifest),
+           "manifest": str(res.manifest_json), "n_input": res.n_input, "n_removed": res.n_removed, "n_kept": res.n_kept}
+    if as_json:
+        _print_json(doc)
+        return
+    out.print(f"Removed {res.n_removed} of {res.n_input} samples; wrote {res.output} ({res.n_kept} kept).\n"
+              f"  removed samples and reasons: {res.manifest}\n  manifest: {res.manifest_json}", markup=False,
+              highlight=False)
+
+
 # ledger ---------------------------------------------------------------------------------------
 def _df_out(df, title: str, as_json: bool, columns: Optional[list] = None) -> None:
     if as_json:
@@ -794,7 +896,9 @@ def ledger_contributors(name: str = typer.Argument(..., help="Dataset name as re
         df = led.contributors(name)
     finally:
         led.close()
-    _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json)
+    _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json,
+            columns=None if as_json else ["rank", "contributor", "n", "flagged", "rate", "posterior_mean", "ci_lower",
+                                          "ci_upper", "above_population", "n_audits"])
 
 
 # evaluate -------------------------------------------------------------------------------------
@@ -840,7 +944,9 @@ def evaluate(
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)  # click returns (not raises) the code of typer.Exit here
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except MithridateError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,0 +1,510 @@
+"""The audit pipeline, its policy and sanitize.
+
+Data: scikit-learn's breast_cancer (569 rows, 30 columns), its contributors assigned round-robin
+(``c0`` .. ``c9``); the poisoned version flips every label of ``c3`` and ``c7`` (20% of the
+rows). Every audit reads the raw columns (a table), about 0.3 s each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mithridate.audit import Ledger
+from mithridate.audit.pipeline import OUTPUT_FILES, AuditResult, load_for_audit, run_audit, write_outputs
+from mithridate.audit.policy import Policy, PolicyResult
+from mithridate.audit.sanitize import default_manifest_path, sanitize
+from mithridate.data import Dataset
+from mithridate.errors import ConfigError, DataError
+
+BAD = ("c3", "c7")
+
+
+def breast_cancer(flip: tuple = (), n: int | None = None) -> Dataset:
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    who = np.array([f"c{i % 10}" for i in range(len(y))], dtype=object)
+    y = y.copy()
+    m = np.isin(who, list(flip))
+    y[m] = 1 - y[m]
+    ids = [f"s{i}" for i in range(len(y))]
+    ds = Dataset.from_arrays(X, y, ids=ids, meta=pd.DataFrame({"contributor": who, "source": "upload"}), name="bc")
+    return ds if n is None else ds.subset(np.arange(n))
+
+
+@pytest.fixture(scope="module")
+def clean_result() -> AuditResult:
+    return run_audit(breast_cancer(), name="bc", progress=False)
+
+
+@pytest.fixture(scope="module")
+def poisoned_result() -> AuditResult:
+    return run_audit(breast_cancer(flip=BAD), name="bc", progress=False)
+
+
+# -- policy -------------------------------------------------------------------------------------
+def test_policy_yaml_round_trip_and_defaults(tmp_path):
+    p = Policy.default()
+    f = tmp_path / "policy.yaml"
+    f.write_text(p.to_yaml())
+    assert Policy.from_yaml(f) == p
+    f.write_text("flagged:\n  max_share: 0.2\ncontributors:\n  reputation: false\ndetection:\n  detectors: [knn, spectre]\n")
+    q = Policy.from_yaml(f)
+    assert q.max_flagged_share == 0.2 and q.reputation is False and q.detectors == ("knn", "spectre")
+    assert q.max_class_flagged_share == p.max_class_flagged_share  # untouched keys keep the defaults
+    f.write_text("")
+    assert Policy.from_yaml(f) == p
+    f.write_text("changes:\n  max_relabelled_share: null\n")
+    assert Policy.from_yaml(f).max_relabelled_share is None
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("flagged:\n  max_shares: 0.2\n", "flagged.max_shares"),
+    ("flaged:\n  max_share: 0.2\n", "'flaged'"),
+    ("flagged:\n  max_share: lots\n", "flagged.max_share"),
+    ("flagged:\n  max_share: 1.5\n", "flagged.max_share"),
+    ("contributors:\n  min_samples: 2.5\n", "contributors.min_samples"),
+    ("contributors:\n  reputation: maybe\n", "contributors.reputation"),
+    ("detection:\n  detectors: knn\n", "detection.detectors"),
+    ("version: 7\n", "version"),
+    ("flagged: [1, 2]\n", "'flagged'"),
+    ("flagged: {max_share: 0.1\n", "not valid YAML"),
+])
+def test_policy_errors_name_the_key(tmp_path, text, needle):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        Policy.from_yaml(f)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_policy_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Policy.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_policy_evaluate_by_hand():
+    summary = {
+        "n_samples": 200, "n_flagged": 12,
+        "classes": [{"label": "a", "n": 100, "flagged": 2}, {"label": "b", "n": 100, "flagged": 10},
+                    {"label": "tiny", "n": 5, "flagged": 5}],
+        "contributors": [
+            {"contributor": "x", "n": 50, "flagged": 1, "n_judged": 50, "ci_lower": 0.0, "ci_upper": 0.1,
+             "population_rate": 0.06, "above_population": False},
+            {"contributor": "y", "n": 12, "flagged": 6, "n_judged": 12, "ci_lower": 0.2, "ci_upper": 0.8,
+             "population_rate": 0.06, "above_population": True},
+            {"contributor": "z", "n": 3, "flagged": 3, "n_judged": 3, "ci_lower": 0.3, "ci_upper": 0.99,
+             "population_rate": 0.06, "above_population": True},
+        ],
+        "diff": {"base_version": 1, "counts": {"new": 60, "relabelled": 1, "n_old": 160}, "n_new_flagged": 18},
+    }
+    res = {r.name: r for r in Policy.default().evaluate(summary)}
+    assert all(isinstance(r, PolicyResult) for r in res.values())
+    assert res["flagged_share"].passed and res["flagged_share"].value == pytest.approx(0.06)
+    assert res["class_flagged_share"].passed and res["class_flagged_share"].subject == "b"  # "tiny" is too small
+    assert not res["contributor_flagged"].passed and res["contributor_flagged"].subject == "y"
+    assert not res["reputation"].passed and res["reputation"].subject == "y"  # z has too few samples
+    assert res["relabelled_share"].passed and res["relabelled_share"].value == pytest.approx(1 / 160)
+    assert not res["new_flagged_share"].passed and res["new_flagged_share"].value == pytest.approx(0.3)
+    off = Policy(max_contributor_flagged_share=None, reputation=False, max_new_flagged_share=None)
+    assert all(r.passed for r in off.evaluate(summary))
+    assert {r.name for r in off.evaluate(summary)} == {"flagged_share", "class_flagged_share", "relabelled_share"}
+
+
+# -- the audit ------------------------------------------------------------------------------------
+def test_clean_data_pass(clean_result):
+    r = clean_result
+    assert r.verdict == "pass" and r.exit_code == 0 and not r.failed
+    assert r.summary["n_samples"] == 569 and r.summary["n_contributors"] == 10
+    assert not r.reputation["above_population"].any()
+    json.dumps(r.summary, allow_nan=False)  # JSON-safe
+
+
+def test_flips_in_two_contributors_fail_and_rank_top(poisoned_result):
+    r = poisoned_result
+    assert r.verdict == "fail" and r.exit_code == 1
+    failed = {x.name for x in r.failed}
+    assert {"contributor_flagged", "reputation"} <= failed
+    assert set(r.reputation["contributor"].head(2)) == set(BAD)
+    honest = r.reputation[~r.reputation["contributor"].isin(BAD)]
+    assert not honest["above_population"].any()
+    assert {c["contributor"] for c in r.summary["contributors"] if c["above_population"]} == set(BAD)
+
+
+def test_findings_columns_and_reasons(poisoned_result):
+    f = poisoned_result.findings
+    assert list(f.columns[:5]) == ["id", "label", "contributor", "source", "status"]
+    for c in ("spectre_score", "knn_score", "confident-learning_score", "ensemble_score", "flagged", "flagged_by",
+              "reasons"):
+        assert c in f.columns
+    assert f["id"].tolist() == [f"s{i}" for i in range(569)]
+    flagged = f[f["flagged"]]
+    assert (flagged["reasons"].str.len() > 0).all()
+    assert flagged["reasons"].str.contains(r"of neighbours disagree|z=|p\(label\)").all()
+    assert (f.loc[~f["flagged"] & (f["flagged_by"] == ""), "reasons"].str.contains("knn").sum() == 0)
+    assert poisoned_result.flagged_ids[0] == f.loc[f["ensemble_score"].idxmax(), "id"]
+
+
+def test_previous_without_ledger_gives_a_diff():
+    v1 = breast_cancer(n=300)
+    y = v1.y.copy()
+    y[:3] = 1 - y[:3]
+    r = run_audit(v1.replace(y=y), name="bc", previous=v1, progress=False)
+    assert r.summary["diff"]["counts"]["relabelled"] == 3
+    assert r.summary["diff"]["ids"]["relabelled"] == ["s0", "s1", "s2"]
+    assert "relabelled (was" in r.findings.loc[0, "reasons"]
+
+
+def test_bad_arguments():
+    ds = breast_cancer(n=100)
+    with pytest.raises(ConfigError):
+        run_audit(ds.X, name="x", progress=False)
+    with pytest.raises(ConfigError, match="name"):
+        run_audit(ds, name="  ", progress=False)
+    with pytest.raises(ConfigError, match="features"):
+        run_audit(ds, name="x", features="pixels", progress=False)
+    with pytest.raises(ConfigError, match="detector"):
+        run_audit(ds, name="x", policy={"detection": {"detectors": ["no-such-detector"]}}, progress=False)
+    reg = Dataset.from_arrays(ds.X, np.linspace(0, 1, 100), task="regression")
+    with pytest.raises(DataError, match="class labels"):
+        run_audit(reg, name="x", progress=False)
+
+
+# -- ledger: two successive versions ---------------------------------------------------------------
+def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
+    full = breast_cancer()
+    v1 = full.subset(np.arange(450))
+    keep = np.setdiff1d(np.arange(450), [5, 50, 100, 150])             # 4 removed
+    v2 = full.subset(np.concatenate([keep, np.arange(500, 530)]))        # 30 new
+    relabel = ["s7", "s8", "s9"]                                          # 3 relabelled
+    y = v2.y.copy()
+    pos = np.isin([str(i) for i in v2.ids], relabel)
+    y[pos] = 1 - y[pos]
+    v2 = v2.replace(y=y)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    with Ledger(url) as ledger:
+        r1 = run_audit(v1, name="bc", ledger=ledger, progress=False)
+        r2 = run_audit(v2, name="bc", ledger=ledger, progress=False, out_dir=tmp_path / "out")
+        assert (r1.version, r2.version) == (1, 2) and r2.audit_id is not None
+        d = r2.summary["diff"]
+        assert d["base_version"] == 1 and d["version"] == 2
+        assert d["counts"]["new"] == 30 and d["counts"]["removed"] == 4 and d["counts"]["relabelled"] == 3
+        assert d["counts"]["modified"] == 0 and d["counts"]["duplicate"] == 0
+        assert sorted(d["ids"]["new"]) == sorted(f"s{i}" for i in range(500, 530))
+        assert sorted(d["ids"]["removed"]) == ["s100", "s150", "s5", "s50"]
+        assert d["ids"]["relabelled"] == relabel
+        assert d["n_new_flagged"] == int(r2.findings.loc[r2.findings["status"] == "new", "flagged"].sum())
+        # the ledger holds the same audit: findings, verdict and summary
+        audits = ledger.audits("bc")
+        assert len(audits) == 2 and audits["verdict"].tolist() == [r1.verdict, r2.verdict]
+        stored = ledger.findings(r2.audit_id)
+        assert len(stored) == len(v2) and stored["flagged"].sum() == r2.summary["n_flagged"]
+        assert {"spectre", "knn", "confident-learning"} <= set(stored.columns)
+        # reputation merges the history: the ledger's stored posterior equals what the audit reported
+        led = ledger.contributors("bc", level=r2.policy.credible_level).set_index("contributor")
+        rep = r2.reputation.set_index("contributor")
+        assert np.allclose(led.loc[rep.index, "n"], rep["n"]) and np.allclose(led.loc[rep.index, "ci_lower"], rep["ci_lower"])
+        assert all(len(t) == 1 for t in rep["trend"])  # one earlier audit per contributor
+        # a re-audit of identical data reuses the version and diffs against version 1 again
+        r3 = run_audit(v2, name="bc", ledger=ledger, progress=False)
+        assert r3.version == 2 and r3.summary["diff"]["counts"] == d["counts"]
+        assert r3.summary["ledger"]["reused_version"] is True
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["ledger"]["audit_id"] == r2.audit_id and summary["diff"]["counts"]["relabelled"] == 3
+
+
+# -- outputs --------------------------------------------------------------------------------------
+def test_outputs_written(clean_result, tmp_path):
+    out = tmp_path / "audit"
+    paths = write_outputs(clean_result, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    f = pd.read_csv(paths["findings"])
+    assert len(f) == 569 and f["flagged"].sum() == clean_result.summary["n_flagged"]
+    s = json.loads(paths["summary"].read_text())
+    assert s["verdict"] == "pass" and s["policy"] == Policy.default().to_dict()
+    assert paths["report"].read_text().startswith("<!DOCTYPE html>")
+    # writing again into an existing folder replaces the three files and leaves other files alone
+    (out / "keep.txt").write_text("mine")
+    write_outputs(clean_result, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES + ("keep.txt",))
+
+
+def _leftovers(parent: Path) -> list:
+    return [p.name for p in parent.iterdir() if p.name.startswith(".")]
+
+
+def test_failure_while_writing_leaves_no_partial_output(tmp_path, monkeypatch):
+    import mithridate.report.audit_report as ar
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ar, "render_audit_report", boom)
+    ds = breast_cancer(n=200)
+    out = tmp_path / "audit"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_audit(ds, name="bc", out_dir=out, progress=False)
+    assert not out.exists() and _leftovers(tmp_path) == []
+    # an existing output folder keeps its previous files untouched
+    out.mkdir()
+    (out / "findings.csv").write_text("old")
+    with pytest.raises(RuntimeError):
+        run_audit(ds, name="bc", out_dir=out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["findings.csv"] and (out / "findings.csv").read_text() == "old"
+    # with a ledger: nothing recorded either
+    url = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    with Ledger(url) as ledger:
+        with pytest.raises(RuntimeError):
+            run_audit(ds, name="bc", ledger=ledger, out_dir=tmp_path / "a2", progress=False)
+        assert len(ledger.datasets()) == 0
+    assert not (tmp_path / "a2").exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["finish", "commit"])
+def test_ledger_failure_leaves_no_output(tmp_path, monkeypatch, where):
+    from mithridate.audit.ledger import AuditRecorder, LedgerError
+
+    def refuse(self, *a, **k):
+        raise LedgerError("cannot record the audit in ledger: database is locked")
+
+    if where == "finish":
+        monkeypatch.setattr(AuditRecorder, "finish", refuse)
+    else:  # the transaction itself fails when the with-block exits
+        monkeypatch.setattr(Ledger, "_commit_audit", refuse)
+    with Ledger("sqlite://") as ledger:
+        with pytest.raises(LedgerError, match="locked"):
+            run_audit(breast_cancer(n=200), name="bc", ledger=ledger, out_dir=tmp_path / "o", progress=False)
+        assert len(ledger.datasets()) == 0
+    assert not (tmp_path / "o").exists() and _leftovers(tmp_path) == []
+
+
+# -- loading whole files ----------------------------------------------------------------------------
+def _write_csv(path: Path, ds: Dataset, *, extra: bool = True) -> pd.DataFrame:
+    df = pd.DataFrame(np.asarray(ds.X), columns=[f"f{j}" for j in range(ds.n_features)])
+    df.insert(0, "sample", [str(i) for i in ds.ids])
+    df["diagnosis"] = np.where(ds.y == 1, "benign", "malignant")
+    df["user"] = ds.meta["contributor"].to_numpy()
+    if extra:
+        df["note"] = [f"row {i}, \"quoted\"" for i in range(len(df))]
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_load_for_audit_tables_and_errors(tmp_path):
+    p = tmp_path / "bc.csv"
+    df = _write_csv(p, breast_cancer(flip=BAD))
+    inp = load_for_audit(p, label="diagnosis", id_col="sample", contributor="user")
+    assert len(inp.dataset) == 569 and inp.format == "csv" and inp.dataset.n_features == 30  # "note" is skipped
+    assert inp.dataset.ids.tolist() == df["sample"].tolist()
+    assert inp.dataset.meta["contributor"].tolist() == df["user"].tolist()
+    with pytest.raises(DataError, match="label column 'nope'"):
+        load_for_audit(p, label="nope")
+    with pytest.raises(DataError, match="contributor column 'who'"):
+        load_for_audit(p, label="diagnosis", contributor="who")
+    with pytest.raises(ConfigError, match="label"):
+        load_for_audit(p)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        load_for_audit(empty, label="y")
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["x", "x", "x"]}).to_csv(one, index=False)
+    with pytest.raises(DataError, match="class"):
+        load_for_audit(one, label="y")
+    assert len(load_for_audit("wine").dataset) == 178
+
+
+# -- sanitize -------------------------------------------------------------------------------------
+def test_sanitize_csv_keeps_columns_and_drops_exactly_the_flagged(tmp_path):
+    p = tmp_path / "bc.csv"
+    _write_csv(p, breast_cancer(flip=BAD))
+    raw_before = p.read_bytes()
+    out = tmp_path / "clean" / "bc.clean.csv"
+    res = sanitize(p, out, label="diagnosis", id_col="sample", contributor="user", progress=False)
+    original = pd.read_csv(p, dtype=str, keep_default_na=False)
+    cleaned = pd.read_csv(out, dtype=str, keep_default_na=False)
+    flagged = set(res.audit.findings.loc[res.audit.findings["flagged"], "id"].astype(str))
+    assert list(cleaned.columns) == list(original.columns)
+    expected = original[~original["sample"].isin(flagged)]
+    pd.testing.assert_frame_equal(cleaned.reset_index(drop=True), expected.reset_index(drop=True))
+    assert res.n_removed == len(flagged) > 0 and res.n_kept == len(cleaned) and res.n_input == 569
+    man = pd.read_csv(res.manifest)
+    assert sorted(man["id"].astype(str)) == sorted(flagged)
+    assert (man["reasons"].str.len() > 0).all() and set(man["why"]) == {"flagged"}
+    assert res.manifest == default_manifest_path(out) == out.parent / "bc.clean.removed.csv"
+    info = json.loads(res.manifest_json.read_text())
+    assert info["n_removed"] == res.n_removed and info["removed_per_contributor"]
+    assert p.read_bytes() == raw_before
+    # the bad contributors lose most of their rows
+    assert sum(info["removed_per_contributor"].get(c, 0) for c in BAD) > 0.8 * res.n_removed
+
+
+def test_sanitize_refuses_the_input_and_existing_outputs(tmp_path):
+    p = tmp_path / "bc.csv"
+    _write_csv(p, breast_cancer(n=120), extra=False)
+    before = p.read_bytes()
+    with pytest.raises(ConfigError, match="refusing"):
+        sanitize(p, p, label="diagnosis", progress=False)
+    with pytest.raises(ConfigError, match="refusing"):
+        sanitize(p, tmp_path / "x" / ".." / "bc.csv", label="diagnosis", progress=False)
+    with pytest.raises(ConfigError, match="refusing"):
+        sanitize(p, tmp_path / "o.csv", label="diagnosis", manifest=p, progress=False)
+    with pytest.raises(ConfigError, match="same format"):
+        sanitize(p, tmp_path / "o.parquet", label="diagnosis", progress=False)
+    assert p.read_bytes() == before
+    out = tmp_path / "o.csv"
+    out.write_text("precious")
+    with pytest.raises(ConfigError, match="already exists"):
+        sanitize(p, out, label="diagnosis", progress=False)
+    assert out.read_text() == "precious"
+    res = sanitize(p, out, label="diagnosis", overwrite=True, progress=False)
+    assert len(pd.read_csv(out)) == res.n_kept
+    assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(".")) == []
+
+
+def test_sanitize_npz_and_parquet(tmp_path):
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    y = y.copy()
+    y[:20] = (y[:20] + 1) % 3
+    p = tmp_path / "wine.npz"
+    np.savez(p, x=X, y=np.array(["a", "b", "c"])[y], ids=np.arange(100, 100 + len(y)), extra=np.array([1, 2, 3]))
+    res = sanitize(p, tmp_path / "wine.clean.npz", progress=False)
+    with np.load(tmp_path / "wine.clean.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["extra", "ids", "x", "y"]
+        removed = set(res.removed["id"].astype(int))
+        keep = ~np.isin(np.arange(100, 100 + len(y)), list(removed))
+        assert np.array_equal(z["ids"], np.arange(100, 100 + len(y))[keep]) and np.array_equal(z["x"], X[keep])
+        assert z["y"].dtype.kind == "U" and np.array_equal(z["extra"], [1, 2, 3])
+    assert len(removed & set(range(100, 120))) >= 10  # most flips found
+    q = tmp_path / "wine.parquet"
+    pd.DataFrame(X, columns=[f"f{j}" for j in range(13)]).assign(label=y).to_parquet(q)
+    res2 = sanitize(q, tmp_path / "wine.table.parquet", label="label", progress=False)
+    back = pd.read_parquet(tmp_path / "wine.table.parquet")
+    assert list(back.columns) == list(pd.read_parquet(q).columns) and len(back) == res2.n_kept
+
+
+def test_sanitize_image_folder_copies_kept_files(tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root = tmp_path / "imgs"
+    idx = np.flatnonzero(np.isin(d.target, [0, 1]))[:160]
+    for k, i in enumerate(idx):
+        label = int(d.target[i]) if k % 10 else 1 - int(d.target[i])  # every 10th image in the wrong folder
+        f = root / f"class{label}" / f"img{k:03d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).save(f)
+    res = sanitize(root, tmp_path / "clean", feature_mode="raw", progress=False)
+    kept = sorted(p.relative_to(tmp_path / "clean").as_posix() for p in (tmp_path / "clean").rglob("*.png"))
+    removed = set(res.removed["id"])
+    assert len(kept) == res.n_kept and not removed & set(kept) and res.n_removed > 0
+    assert sorted(kept + sorted(removed)) == sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    with pytest.raises(ConfigError, match="refusing"):
+        sanitize(root, root / "clean", feature_mode="raw", progress=False)
+
+
+def test_sanitize_dataset_in_memory_and_budget(tmp_path):
+    ds = breast_cancer(flip=BAD, n=300)
+    res = sanitize(ds, tmp_path / "bc.npz", budget=0.1, progress=False)
+    assert res.n_removed == 30
+    with np.load(tmp_path / "bc.npz", allow_pickle=False) as z:
+        assert len(z["x"]) == 270 and set(z["ids"]).isdisjoint(set(res.removed["id"]))
+    res2 = sanitize(ds, tmp_path / "bc2.npz", drop_contributors=True, progress=False)
+    assert set(res2.info["removed_contributors"]) == set(BAD)
+    assert set(res2.removed.loc[res2.removed["contributor"].isin(BAD), "id"]) == {
+        str(i) for i, c in zip(ds.ids, ds.meta["contributor"]) if c in BAD}
+
+
+# -- text (JSON Lines) ----------------------------------------------------------------------------
+def _write_jsonl(path: Path, n: int = 160, start: int = 0, flip_users: tuple = ()) -> list:
+    rng = np.random.default_rng(start)
+    pos = ["great", "battery", "screen", "fast", "love", "excellent", "bright", "sharp"]
+    neg = ["broken", "slow", "awful", "refund", "crash", "terrible", "dead", "noisy"]
+    lines = []
+    for i in range(start, start + n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.choice(pos if label == "pos" else neg, 5).tolist() + [f"w{i % 17}"]
+        user = f"u{i % 8}"
+        if user in flip_users:
+            label = "neg" if label == "pos" else "pos"
+        lines.append(json.dumps({"id": f"t{i}", "text": " ".join(words) + " <b>!</b>", "label": label, "user": user}))
+    path.write_text("\n".join(lines[: n // 2]) + "\n\n" + "\n".join(lines[n // 2:]) + "\n", encoding="utf-8")
+    return lines
+
+
+def test_jsonl_audit_ledger_diff_and_sanitize(tmp_path):
+    p1 = tmp_path / "v1.jsonl"
+    _write_jsonl(p1)
+    inp = load_for_audit(p1, id_col="id", contributor="user")
+    assert inp.kind == "jsonl" and len(inp.dataset) == 160 and inp.rows[80] == 82  # a blank line at 81
+    with Ledger("sqlite://") as ledger:
+        run_audit(inp.dataset, name="reviews", ledger=ledger, progress=False)
+        p2 = tmp_path / "v2.jsonl"
+        lines = _write_jsonl(p2, n=200)                            # 40 new records; the featurizer is refitted
+        ds2 = load_for_audit(p2, id_col="id", contributor="user").dataset
+        r2 = run_audit(ds2, name="reviews", ledger=ledger, progress=False)
+    counts = r2.summary["diff"]["counts"]
+    assert counts["new"] == 40 and counts["unchanged"] == 160 and counts["modified"] == 0  # keyed by the text
+    p3 = tmp_path / "bad.jsonl"
+    _write_jsonl(p3, n=240, flip_users=("u2",))
+    res = sanitize(p3, tmp_path / "clean.jsonl", id_col="id", contributor="user", progress=False)
+    kept = (tmp_path / "clean.jsonl").read_bytes().decode("utf-8").splitlines()
+    original = p3.read_text(encoding="utf-8").splitlines()
+    removed = set(res.removed["id"].astype(str))
+    assert [x for x in original if not x or json.loads(x)["id"] not in removed] == kept  # byte-exact, blank line kept
+    assert res.audit.reputation["contributor"].iloc[0] == "u2"
+    assert len(lines) == 200
+
+
+def test_progress_goes_to_stderr_and_a_given_model_is_read(capsys):
+    class Identity:  # stands in for a trained network: its "layer" is the flattened input
+        def __init__(self):
+            self.calls = []
+
+        def features(self, X, layer="penultimate"):
+            self.calls.append(layer)
+            return np.asarray(X).reshape(len(X), -1)
+
+    ds = breast_cancer(n=150)
+    model = Identity()
+    r = run_audit(ds, name="bc", model=model, layer="fc1", progress=True)
+    assert model.calls == ["fc1"] and r.summary["representation"] == "model layer 'fc1'"
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ConfigError, match="features"):
+        run_audit(ds, name="bc", model=object(), progress=False)
+
+
+def test_bad_image_folders_fail_with_one_line(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for c, size in (("a", 8), ("b", 10)):
+        (root / c).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.full((size, size), 40 * k, np.uint8)).save(root / c / f"{k}.png")
+    with pytest.raises(DataError, match="different sizes") as err:
+        load_for_audit(root)
+    assert "\n" not in str(err.value)
+    assert len(load_for_audit(root, size=8).dataset) == 6
+    (root / "b" / "3.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_for_audit(root, size=8)
+    with pytest.raises(ConfigError, match="only apply to tables"):
+        load_for_audit(root, label="x")
+
+
+def test_roni_by_contributor_as_a_stronger_check():
+    r = run_audit(breast_cancer(flip=BAD), name="bc", policy={"detection": {"roni": True}}, progress=False)
+    roni = {x.name: x for x in r.policy_results}["roni"]
+    assert not roni.passed and roni.subject in BAD
+    flagged = {row["batch"] for row in r.summary["roni"] if row["flagged"]}
+    assert flagged and flagged <= set(BAD)
+    assert r.roni is not None and len(r.roni) == 10
