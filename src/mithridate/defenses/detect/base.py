@@ -39,6 +39,21 @@ class Detector:
             raise DataError(f"model returned {feats.shape[0]} feature rows for {len(dataset)} samples")
         return feats.reshape(len(dataset), -1)
 
+    def checked_features(self, dataset: Dataset, model: Any = None,
+                         features: Optional[np.ndarray] = None) -> np.ndarray:
+        """The ``(n, d)`` float32 features :meth:`fit` scores: ``features`` when given, else
+        ``model``'s layer ``self.layer`` (or the raw features); checked for shape and NaN."""
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
+        if features is None:
+            features = self.features_for(dataset, model)
+        features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+        if len(features) != len(dataset):
+            raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
+        if not np.all(np.isfinite(features)):
+            raise DataError(f"{self.name}: features contain NaN or infinite values")
+        return features
+
     def fit(self, dataset: Dataset, model: Any = None, *, features: Optional[np.ndarray] = None) -> "Detector":
         """Score every sample of ``dataset``.
 
@@ -52,15 +67,7 @@ class Detector:
             Precomputed features (takes precedence over ``model``), e.g. to share one forward
             pass between several detectors.
         """
-        if not isinstance(dataset, Dataset):
-            raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
-        if features is None:
-            features = self.features_for(dataset, model)
-        features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
-        if len(features) != len(dataset):
-            raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
-        if not np.all(np.isfinite(features)):
-            raise DataError(f"{self.name}: features contain NaN or infinite values")
+        features = self.checked_features(dataset, model, features)
         self.input_kind_ = input_kind(dataset)
         scores = np.asarray(self._score(features, np.asarray(dataset.y)), dtype=np.float64)
         self.scores_ = scores

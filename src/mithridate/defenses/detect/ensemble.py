@@ -29,7 +29,7 @@ import pandas as pd
 
 from mithridate.data.dataset import Dataset
 from mithridate.defenses.detect.base import Detector
-from mithridate.errors import ConfigError, DataError, MithridateError
+from mithridate.errors import ConfigError, MithridateError
 
 DEFAULT_MEMBERS = ("spectre", "knn", "confident-learning")
 
@@ -140,13 +140,7 @@ class Ensemble(Detector):
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         members = self._members()
-        if features is None:
-            features = self.features_for(dataset, model)
-        features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
-        if len(features) != len(dataset):
-            raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
-        if not np.all(np.isfinite(features)):
-            raise DataError(f"{self.name}: features contain NaN or infinite values")
+        features = self.checked_features(dataset, model, features)
         raw, fitted, skipped = {}, {}, {}
         for name, det in members:
             try:
