@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
@@ -80,3 +80,43 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def json_safe(obj: Any, *, strict_what: Optional[str] = None) -> Any:
+    """Plain JSON values: numpy scalars and arrays unboxed, NaN/inf and pandas NA -> None,
+    datetimes as ISO strings, paths as strings, mapping keys as strings.
+
+    Anything else becomes ``str(obj)``, or, with ``strict_what`` (a name for the message), a
+    ConfigError saying that ``strict_what`` must be JSON-serialisable.
+    """
+    import datetime as _dt
+    import math
+    from collections.abc import Mapping
+
+    import pandas as pd
+
+    def conv(o: Any) -> Any:
+        if o is None or isinstance(o, (bool, str)):
+            return o
+        if isinstance(o, np.bool_):
+            return bool(o)
+        if isinstance(o, (int, np.integer)):
+            return int(o)
+        if isinstance(o, (float, np.floating)):
+            f = float(o)
+            return f if math.isfinite(f) else None
+        if isinstance(o, Mapping):
+            return {str(k): conv(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple, np.ndarray, pd.Series)):
+            return [conv(v) for v in (o.tolist() if hasattr(o, "tolist") else o)]
+        if isinstance(o, (_dt.datetime, _dt.date)):
+            return o.isoformat()
+        if isinstance(o, Path):
+            return str(o)
+        if o is pd.NA or o is pd.NaT:
+            return None
+        if strict_what is not None:
+            raise ConfigError(f"{strict_what} must be JSON-serialisable; it holds a {type(o).__name__}")
+        return str(o)
+
+    return conv(obj)

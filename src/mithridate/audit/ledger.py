@@ -103,6 +103,7 @@ from mithridate.audit.migrations import (
 )
 from mithridate.audit.reputation import PriorSpec, reputation_table
 from mithridate.errors import ConfigError, DataError
+from mithridate.utils import json_safe
 
 ENV_VAR = "MITHRIDATE_LEDGER"
 MAX_ID_LENGTH = 512
@@ -305,29 +306,8 @@ def _aware(t: Optional[_dt.datetime]) -> Optional[_dt.datetime]:
 
 
 def _jsonable(obj: Any, what: str) -> Any:
-    """Plain JSON values: numpy scalars/arrays unboxed, NaN/inf -> None; refuse the rest."""
-
-    def conv(o: Any) -> Any:
-        if o is None or isinstance(o, (bool, str)):
-            return o
-        if isinstance(o, (np.bool_,)):
-            return bool(o)
-        if isinstance(o, (int, np.integer)):
-            return int(o)
-        if isinstance(o, (float, np.floating)):
-            f = float(o)
-            return f if math.isfinite(f) else None
-        if isinstance(o, Mapping):
-            return {str(k): conv(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple, np.ndarray, pd.Series)):
-            return [conv(v) for v in (o.tolist() if hasattr(o, "tolist") else o)]
-        if isinstance(o, (_dt.datetime, _dt.date)):
-            return o.isoformat()
-        if isinstance(o, Path):
-            return str(o)
-        raise ConfigError(f"{what} must be JSON-serialisable; it holds a {type(o).__name__}")
-
-    out = conv(obj)
+    """Plain JSON values (:func:`mithridate.utils.json_safe`, strict: refuse what is not JSON)."""
+    out = json_safe(obj, strict_what=what)
     json.dumps(out)  # final check
     return out
 

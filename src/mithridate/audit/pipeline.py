@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -70,7 +69,7 @@ import pandas as pd
 from mithridate.audit.policy import Policy, PolicyResult
 from mithridate.data.dataset import Dataset
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, json_safe, seed_from
 
 __all__ = ["AuditResult", "AuditInput", "Policy", "PolicyResult", "run_audit", "load_for_audit", "audit_samples",
            "resolve_policy", "write_outputs", "OUTPUT_FILES", "FEATURE_MODES"]
@@ -500,25 +499,7 @@ def resolve_policy(policy: PolicySpec) -> Policy:
     raise ConfigError(f"policy must be a Policy, a YAML file path or a mapping, got {type(policy).__name__}")
 
 
-def _json_safe(o: Any) -> Any:
-    if o is None or isinstance(o, (bool, str)):
-        return o
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, (int, np.integer)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, Mapping):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple, np.ndarray, pd.Series)):
-        return [_json_safe(v) for v in (o.tolist() if hasattr(o, "tolist") else o)]
-    if isinstance(o, (_dt.datetime, _dt.date)):
-        return o.isoformat()
-    if o is pd.NA or o is pd.NaT:
-        return None
-    return str(o)
+_json_safe = json_safe  # kept under its old name for sanitize.py
 
 
 def _str_list(values: Any) -> list:
