@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from mithridate.defenses.detect import RobustDistance, SpectralSignatures, Spectre
-from mithridate.eval.scenario import run_demo
 from mithridate.models import TorchClassifier
 
 SEED = 0
 
 
 @pytest.fixture(scope="module")
-def result():
-    return run_demo(rate=0.05, seed=SEED)
+def result(demo_result):
+    return demo_result  # run_demo(rate=0.05, seed=SEED), computed once per session in conftest.py
 
 
 def test_scenario_shape(result):

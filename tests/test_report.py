@@ -26,18 +26,8 @@ XSS_IMG = '"><img src=x onerror=alert(1)>'
 
 
 @pytest.fixture(scope="module")
-def result() -> BackdoorScenarioResult:
-    from mithridate.attacks import BadNets
-    from mithridate.data import load_dataset
-    from mithridate.defenses.detect import SpectralSignatures, Spectre
-    from mithridate.eval.scenario import run_backdoor_scenario
-    from mithridate.models import default_classifier
-
-    s = load_dataset("digits")
-    return run_backdoor_scenario(
-        s, BadNets(target=0, poison_rate=0.05, size=2), [Spectre(), SpectralSignatures()],
-        lambda sd: default_classifier(len(s.train), random_state=sd), random_state=0,
-    )
+def result(demo_result) -> BackdoorScenarioResult:
+    return demo_result  # the demo scenario (digits, BadNets 5%, three detectors), shared via conftest.py
 
 
 def _assert_self_contained(html: str) -> None:
