@@ -50,9 +50,16 @@ an interrupted run leaves usable files.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/detection_matrix.py --quick
-    PYTHONPATH=src python benchmarks/detection_matrix.py              # digits + tables, 3 seeds
-    PYTHONPATH=src python benchmarks/detection_matrix.py --datasets fashion-mnist --fmnist-limit 10000 --append
+    export PYTHONPATH=src OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+    python benchmarks/detection_matrix.py --quick       # ~30 s: 1 seed, 4 cases
+    python benchmarks/detection_matrix.py               # digits + tables, 3 seeds (~3 min on 2 cores)
+    python benchmarks/detection_matrix.py --datasets fashion-mnist --fmnist-limit 10000 --append   # ~25 min
+    python benchmarks/detection_matrix.py --render-only --notes notes.md
+
+``OMP_NUM_THREADS=1``: on a 2-core machine shared with another busy process, torch's default two
+threads made every training 10-50x slower (digits: 1.4 s -> 30-120 s per model; the default
+matrix 157 s -> 1370 s); one thread avoids the oversubscription. It also makes scikit-learn's
+OpenMP code (ART's KMeans) single-threaded, which is what the ART timings below assume.
 """
 
 from __future__ import annotations
