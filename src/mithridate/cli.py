@@ -27,15 +27,16 @@ app = typer.Typer(
     help=(
         "Training-data poisoning toolkit: poison your own data the way an adversary would, find the "
         "poisoned samples, and measure what a defence buys.\n\n"
-        "Start with `mithridate demo` (a backdoor planted, found and removed on bundled data, in about a "
-        "minute), then `mithridate datasets` to see what data is available."
+        "Start with `mithridate demo` (a backdoor planted, found and removed on bundled data, in seconds), "
+        "then `mithridate datasets` to see what data is available. In a retraining pipeline, `mithridate audit` "
+        "gates each new version of the training set (exit 0 pass, 1 fail, 2 usage error)."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-attack_app = typer.Typer(help="Poison a dataset (writes the poisoned data, the ground truth and the trigger).",
+attack_app = typer.Typer(help="Poison a dataset: writes the poisoned data (.npz), the ground truth (.truth.csv) and, for backdoors, the trigger.",
                          no_args_is_help=True)
 app.add_typer(attack_app, name="attack")
 certify_app = typer.Typer(help="Certified bounds: what any attacker with a given budget can still do against a defence.",
