@@ -766,6 +766,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--append", action="store_true",
                    help="keep the rows of other datasets already in the JSON under --out (run datasets one after "
                         "the other into one result file)")
+    p.add_argument("--resume", action="store_true",
+                   help="like --append, but also keep this run's datasets' rows already in the JSON and skip the "
+                        "(case, seed) pairs they cover (continue an interrupted run)")
     p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON, run nothing")
     p.add_argument("--notes", type=Path, default=None, help="markdown file whose lines become the Notes section")
     args = p.parse_args(argv)
@@ -818,9 +821,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                "unregistered_detectors_run": [n for n in names if not is_registered(n)]})
     payload: dict = {"benchmark": "detection_matrix", "complete": False, "environment": env, "rows": [],
                      "notes": []}
-    if args.append and json_path.is_file():
+    done: set = set()
+    if (args.append or args.resume) and json_path.is_file():
         old = json.loads(json_path.read_text(encoding="utf-8"))
-        payload["rows"] = [r for r in old.get("rows", []) if r["dataset"] not in args.datasets]
+        if args.resume:
+            payload["rows"] = list(old.get("rows", []))
+            done = {(r["case"], r["seed"]) for r in payload["rows"]}
+        else:
+            payload["rows"] = [r for r in old.get("rows", []) if r["dataset"] not in args.datasets]
         payload["runs"] = old.get("runs", [old.get("environment")])
         payload["notes"] = old.get("notes", [])
     payload["runs"] = [e for e in payload.get("runs", []) if e] + [env]
@@ -834,6 +842,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         for seed in args.seeds:
             splits = load_splits(dataset, seed, args.fmnist_limit)
             for case in cases:
+                if (case.key, seed) in done:
+                    log(f"{case.label} seed={seed}: already in {json_path.name}, skipped (--resume)")
+                    continue
                 log(f"[{time.perf_counter() - t_start:6.0f}s] {case.label} seed={seed}: "
                     f"{len(splits.train)} training samples")
                 try:
