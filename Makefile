@@ -37,8 +37,10 @@ fashion-mnist:
 demo: $(STAMP)
 	$(VENV)/bin/mithridate demo --out mithridate-demo
 
+# one OpenBLAS thread: on 2 cores OpenBLAS's threads and torch's fight each other (the suite took
+# 49 s with it and 5-17 min without it on this project's 2-core machine)
 test: $(STAMP) fashion-mnist
-	$(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} $(PY) -m pytest -q
 
 bench: $(STAMP) fashion-mnist
 	$(PY) benchmarks/backdoor_spectral.py

@@ -147,8 +147,9 @@ class IsolationForestDetector(_OutlierDetector):
         :meth:`flag` with no argument flags robust z-scores above it.
     layer : str, default="penultimate"
         Model layer read when :meth:`fit` gets a model; without one, the raw flattened features.
-    random_state : int, numpy Generator or None, default=None
-        Seeds the forests (each group gets a seed drawn from it); an int makes scores reproducible.
+    random_state : int, numpy Generator or None, default=0
+        Seeds the forests (each group gets a seed drawn from it); the default int makes scores
+        reproducible (None draws fresh randomness).
 
     Attributes
     ----------
@@ -182,7 +183,7 @@ class IsolationForestDetector(_OutlierDetector):
     name = "isolation-forest"
 
     def __init__(self, n_estimators: int = 100, max_samples="auto", max_features=1.0, per_class: bool = True,
-                 z_threshold: float = 3.0, layer: str = "penultimate", random_state: RandomState = None):
+                 z_threshold: float = 3.0, layer: str = "penultimate", random_state: RandomState = 0):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.max_features = max_features
