@@ -213,3 +213,16 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     assert code == 2 and err.startswith("error:")
     code, _, err = run(["audit", bad, "--label", "nope", "--ledger", ledger, "--out", workdir / "a3"], capsys, monkeypatch)
     assert code == 2 and "nope" in err and not (workdir / "a3").exists()
+
+
+def test_usage_errors_from_the_console_entry_point_are_one_line_exit_2(tmp_path):
+    """Through main() (what the `mithridate` script runs), not typer's test runner: an unknown option
+    is a click usage error; typer >= 0.20 vendors click, so main() must not import click itself."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "mithridate", "audit", "wine", "--no-such-option"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr and "--no-such-option" in proc.stderr

@@ -83,6 +83,25 @@ def test_knn_finds_planted_flips_and_reads_a_model_layer():
     assert auroc(cos.scores_, ds.is_poison) > 0.95
 
 
+def test_knn_graph_search_agrees_with_exact_search():
+    ds = blobs(0)
+    exact = KNNLabelConsistency(search="exact").fit(ds)
+    graph = KNNLabelConsistency(search="hnsw").fit(ds)
+    # same detector output on well-separated data; the neighbour sets overlap almost entirely
+    assert auroc(graph.scores_, ds.is_poison) > 0.98
+    np.testing.assert_array_equal(graph.flag(), exact.flag())
+    overlap = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact.neighbors_, graph.neighbors_)])
+    assert overlap > 0.9
+    assert np.all(graph.neighbors_ != np.arange(len(ds))[:, None])
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    d_e, i_e = knn_search(X, X[:20], 3, search="exact")
+    d_g, i_g = knn_search(X, X[:20], 3, search="hnsw", metric="l2")
+    assert np.all(d_g >= d_e - 1e-5)  # approximate: never closer than the true neighbours
+    with pytest.raises(ConfigError, match="search"):
+        knn_search(X, None, 3, search="ivf-pq")
+
+
 def test_knn_bad_input():
     ds = Dataset.from_arrays(LINE_X, LINE_Y)
     with pytest.raises(ConfigError, match="n_neighbors=6 needs at least 7 samples"):

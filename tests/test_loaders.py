@@ -672,3 +672,41 @@ def test_npz_roundtrip_regression(tmp_path):
     # a plain x/y archive is classification unless told otherwise
     np.savez(tmp_path / "xy.npz", x=np.random.default_rng(0).random((20, 3)), y=np.linspace(0, 1, 20))
     assert load_npz(tmp_path / "xy.npz", task="regression").train.is_regression
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".tsv", ".parquet"])
+def test_large_tables_are_read_in_chunks_like_whole_files(tmp_path, monkeypatch, suffix):
+    from mithridate.data import loaders as L
+
+    rng = np.random.default_rng(0)
+    n = 53
+    df = pd.DataFrame({"a": rng.normal(size=n), "b": np.arange(n).astype(object), "label": rng.choice(["x", "y"], n),
+                       "who": [f"c{i % 4}" for i in range(n)]})
+    df.loc[40, "b"] = 2.5  # an int column in the first chunks becomes float in a later one
+    p = tmp_path / f"t{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(p, index=False)
+    else:
+        df.to_csv(p, index=False, sep="\t" if suffix == ".tsv" else ",")
+    whole, _ = L._read_table(p)
+    monkeypatch.setattr(L, "TABLE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(L, "TABLE_CHUNK_ROWS", 7)
+    chunked, _ = L._read_table(p, progress=True)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert chunked["b"].dtype == np.float64 and chunked["b"].iloc[40] == 2.5
+    from mithridate.audit.pipeline import load_for_audit
+
+    inp = load_for_audit(p, label="label", contributor="who", progress=True)
+    np.testing.assert_allclose(inp.dataset.X[:, 0], df["a"].to_numpy())
+    assert list(inp.dataset.meta["contributor"][:4]) == ["c0", "c1", "c2", "c3"]
+
+
+def test_chunked_read_of_a_broken_csv_is_one_error(tmp_path, monkeypatch):
+    from mithridate.data import loaders as L
+
+    p = tmp_path / "bad.csv"
+    p.write_text("a,b,label\n" + "1,2,x\n" * 20 + "1,2,3,4,5\n")
+    monkeypatch.setattr(L, "TABLE_CHUNK_BYTES", 0)
+    monkeypatch.setattr(L, "TABLE_CHUNK_ROWS", 7)
+    with pytest.raises(DataError, match="could not parse"):
+        L._read_table(p)

@@ -746,11 +746,11 @@ def detect(
 
 
 # audit / sanitize -----------------------------------------------------------------------------
-def _audit_input(data, label, features, id_col, contributor, source, text_col):
+def _audit_input(data, label, features, id_col, contributor, source, text_col, progress=False):
     from mithridate.audit.pipeline import load_for_audit
 
     return load_for_audit(data, label=label, features=_split_features(features), id_col=id_col,
-                          contributor=contributor, source=source, text_col=text_col)
+                          contributor=contributor, source=source, text_col=text_col, progress=progress)
 
 
 AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parquet (with --label), JSONL text, .npz, an image folder, or a bundled name.")
@@ -786,7 +786,7 @@ def audit(
     from mithridate.models import TorchClassifier
 
     pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
-    inp = _audit_input(data, label, features, id_col, contributor, source, text_col)
+    inp = _audit_input(data, label, features, id_col, contributor, source, text_col, progress=not as_json)
     model = TorchClassifier.load(model_path) if model_path is not None else None
     ds_name = name or inp.dataset.name
     kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
@@ -960,10 +960,8 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click usage errors (typer >= 0.20 vendors click as typer._click)
+        if callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code"):
             err.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
             sys.exit(2)
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):

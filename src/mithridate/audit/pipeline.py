@@ -220,6 +220,7 @@ def load_for_audit(
     text_col: Optional[str] = None,
     size: Optional[Union[int, tuple]] = None,
     grayscale: Optional[bool] = None,
+    progress: bool = False,
 ) -> AuditInput:
     """Load *all* samples of a data file for an audit (no train/test split).
 
@@ -247,6 +248,8 @@ def load_for_audit(
         the key of the text (default ``"text"``).
     size, grayscale :
         Images: as in :func:`~mithridate.data.loaders.load_image_folder`.
+    progress : bool, default=False
+        Tables over 64 MiB are read in chunks; show a progress bar on stderr while they are.
 
     Returns
     -------
@@ -300,7 +303,7 @@ def load_for_audit(
                                 contributor=contributor, source=source)
     if low.endswith(L._TABLE_SUFFIXES):
         return _load_table_full(p, label=label, features=features, id_col=id_col, contributor=contributor,
-                                source=source, text_col=text_col)
+                                source=source, text_col=text_col, progress=progress)
     raise DataError(f"cannot tell how to audit {p}; give a .csv, .tsv, .parquet, .jsonl or .npz file or an image folder")
 
 
@@ -322,12 +325,13 @@ def _concat(a: Dataset, b: Dataset) -> Dataset:
 
 
 def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequence[str]], id_col: Optional[str],
-                     contributor: Optional[str], source: Optional[str], text_col: Optional[str]) -> AuditInput:
+                     contributor: Optional[str], source: Optional[str], text_col: Optional[str],
+                     progress: bool = False) -> AuditInput:
     from mithridate.data import loaders as L
 
     if not isinstance(label, str) or not label:
         raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
-    df, p = L._read_table(p)
+    df, p = L._read_table(p, progress=progress)
     L._need_column(df, label, "label", p)
     if text_col is not None:
         L._need_column(df, text_col, "text", p)
@@ -445,6 +449,7 @@ class _Steps:
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled = enabled
         self.total = total
+        self.seconds: dict = {}  # step description -> seconds (recorded with or without a bar)
         self._bar = None
         self._task = None
 
@@ -480,7 +485,9 @@ class _Steps:
     def step(self, description: str) -> Iterator[None]:
         if self._bar is not None:
             self._bar.update(self._task, description=description)
+        t0 = time.perf_counter()
         yield
+        self.seconds[description] = self.seconds.get(description, 0.0) + time.perf_counter() - t0
         if self._bar is not None:
             self._bar.update(self._task, advance=1)
 
@@ -698,7 +705,9 @@ def run_audit(
         n_judged, flagged_judged, posterior_mean, ci_lower, ci_upper, above_population, rank),
         ``population_rate``, ``prior``, ``diff`` (None or base_version, version, counts, ids,
         truncated, n_new_flagged), ``roni``, ``policy``, ``policy_results``, ``top_flagged``,
-        ``started_at``, ``seconds_detection``, ``ledger`` (with a ledger: url, dataset, version, audit_id).
+        ``started_at``, ``seconds_detection``, ``seconds_detectors`` (per member), ``seconds_steps``
+        (per audit step, as the progress bar names them), ``ledger`` (with a ledger: url, dataset,
+        version, audit_id).
 
     Raises
     ------
@@ -766,7 +775,9 @@ def run_audit(
                     with steps.step("recording the audit in the ledger"):
                         rec.add_findings(_ledger_findings(result.findings))
                         rec.finish(result.verdict, summary=result.summary, policy=pol.to_dict())
+                    t_commit = time.perf_counter()
                 # leaving the block committed the audit in one transaction
+                steps.seconds["committing the ledger transaction"] = time.perf_counter() - t_commit
                 result.audit_id = rec.result.id if rec.result is not None else None
                 result.version = rec.result.version if rec.result is not None else result.version
                 result.summary["ledger"]["audit_id"] = result.audit_id
@@ -775,7 +786,13 @@ def run_audit(
             except BaseException:  # nothing recorded (or the commit failed): no output either
                 _discard(staged)
                 raise
+        result.summary["seconds_steps"] = {k: round(v, 3) for k, v in steps.seconds.items()}
         if staged is not None:
+            try:
+                _write_summary(staged / "summary.json", result.summary)  # with the last steps' timings
+            except BaseException:
+                _discard(staged)
+                raise
             result.outputs = _publish(staged, out_path)
     return result
 
@@ -892,6 +909,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         summary["policy"] = pol.to_dict()
         summary["policy_results"] = [r.to_dict() for r in results]
         summary["seconds_detection"] = time.perf_counter() - t0
+        summary["seconds_detectors"] = dict(getattr(ens, "seconds_", {}))
         summary = _json_safe(summary)
     return AuditResult(name=name, verdict=verdict, policy=pol, policy_results=results, findings=findings,
                        summary=summary, reputation=rep, member_flags=member_flags, dataset=ds, diff=diff,

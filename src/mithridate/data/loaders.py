@@ -955,13 +955,70 @@ def _table_kind(p: Path) -> str:
     )
 
 
-def _read_table(path: PathLike) -> tuple[pd.DataFrame, Path]:
+#: Tables larger than this are read in chunks of :data:`TABLE_CHUNK_ROWS` rows, with a progress bar.
+TABLE_CHUNK_BYTES = 64 * 2**20
+TABLE_CHUNK_ROWS = 100_000
+
+
+@contextlib.contextmanager
+def _read_progress(enabled: bool, description: str, total: int, unit: str) -> Iterator[Any]:
+    """A transient rich bar on stderr (a no-op callable when disabled)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(f"{{task.percentage:>3.0f}}% of {unit}"),
+                  TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=max(int(total), 1))
+        yield lambda n: bar.update(task, completed=n)
+
+
+def _read_chunked(p: Path, kind: str, progress: bool) -> pd.DataFrame:
+    """Read a large table in chunks (Parquet record batches, CSV row blocks) with a progress bar.
+
+    The chunks are concatenated as pandas would have read the whole file (a column that is an
+    integer in one chunk and a float in another becomes float; mixed text stays text).
+    """
+    parts = []
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(p)
+        total = pf.metadata.num_rows
+        with _read_progress(progress, f"reading {p.name}", total, f"{total:,} rows") as update:
+            done = 0
+            for batch in pf.iter_batches(batch_size=TABLE_CHUNK_ROWS):
+                parts.append(batch.to_pandas())
+                done += batch.num_rows
+                update(done)
+        if not parts:
+            return pf.schema_arrow.empty_table().to_pandas()
+    else:
+        compression = "gzip" if p.name.lower().endswith(".gz") else None
+        total = p.stat().st_size
+        with open(p, "rb") as raw, _read_progress(progress, f"reading {p.name}", total,
+                                                  f"{total / 2**20:,.0f} MiB") as update:
+            reader = pd.read_csv(raw, sep="," if kind == "csv" else "\t", chunksize=TABLE_CHUNK_ROWS,
+                                 compression=compression)
+            for chunk in reader:
+                parts.append(chunk)
+                update(raw.tell())
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, Path]:
+    """Read a CSV / TSV / Parquet table whole; files over 64 MiB are read in chunks (with a bar
+    when ``progress``), which keeps the parser's working memory to one chunk."""
     p = _existing_file(path)
     kind = _table_kind(p)
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty; it needs a header row and at least one data row")
     try:
-        if kind == "parquet":
+        if p.stat().st_size > TABLE_CHUNK_BYTES:
+            df = _read_chunked(p, kind, progress)
+        elif kind == "parquet":
             df = pd.read_parquet(p)
         else:
             df = pd.read_csv(p, sep="," if kind == "csv" else "\t")

@@ -256,7 +256,7 @@ class DuplicateDetector(Detector):
             nearest = simil[:, 0].copy()
             nearest[self.exact_duplicate_] = 1.0
             # float32 inner products of identical unit rows can fall a hair below 1
-            edge = simil >= sim - 1e-6
+            edge = (simil >= sim - 1e-6) & (idx >= 0)
             r, c = np.nonzero(edge)
             rows.append(r)
             cols.append(idx[r, c])

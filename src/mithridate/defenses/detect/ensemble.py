@@ -21,6 +21,7 @@ The rule was chosen on digits / breast_cancer / wine cases (BadNets, blend, rand
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Optional, Sequence, Union
 
@@ -82,6 +83,8 @@ class Ensemble(Detector):
         Member name -> fitted detector.
     skipped_ : dict
         Member name -> why it was skipped.
+    seconds_ : dict
+        Member name -> seconds its ``fit`` took.
     z_ : ndarray
         :func:`upper_z` of ``scores_`` (used by the default flag rule).
 
@@ -141,8 +144,9 @@ class Ensemble(Detector):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         members = self._members()
         features = self.checked_features(dataset, model, features)
-        raw, fitted, skipped = {}, {}, {}
+        raw, fitted, skipped, seconds = {}, {}, {}, {}
         for name, det in members:
+            t0 = time.perf_counter()
             try:
                 det.fit(dataset, features=features)
             except MithridateError as exc:
@@ -153,10 +157,12 @@ class Ensemble(Detector):
                 continue
             raw[name] = np.asarray(det.scores_, dtype=np.float64)
             fitted[name] = det
+            seconds[name] = time.perf_counter() - t0
         if not raw:
             raise ConfigError(f"no ensemble member could run on this data: {skipped}")
         self.members_ = fitted
         self.skipped_ = skipped
+        self.seconds_ = seconds
         self.member_scores_ = pd.DataFrame(raw)
         self.member_z_ = pd.DataFrame({k: upper_z(v) for k, v in raw.items()})
         self.scores_ = np.clip(self.member_z_.to_numpy(), 0.0, None).sum(axis=1)

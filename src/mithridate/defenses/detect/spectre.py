@@ -66,7 +66,13 @@ class Spectre(Detector):
         rule working when a class is half poisoned (a per-class median would then sit among the
         poisons). No poison rate is needed; it assumes poisons are a minority of the data.
     random_state : int, default=0
-        Seeds the MCD estimator.
+        Seeds the MCD estimator (and the subsample below).
+    max_fit_samples : int, default=10000
+        Per class, the principal directions and the robust mean and covariance are estimated
+        from at most this many samples (a seeded uniform subsample; every sample is still
+        scored). MCD's cost grows with the class size while its estimate does not improve much
+        past a few thousand points; a uniform subsample keeps the poisoned share, so the
+        estimator's tolerance of up to half the class being poisoned is unchanged.
 
     Attributes
     ----------
@@ -91,7 +97,8 @@ class Spectre(Detector):
     name = "spectre"
 
     def __init__(self, layer: str = "penultimate", n_components: int = 32, alpha: float = 4.0,
-                 z_threshold: float = 3.0, random_state: int = 0):
+                 z_threshold: float = 3.0, random_state: int = 0, max_fit_samples: int = 10_000):
+        self.max_fit_samples = max_fit_samples
         self.layer = layer
         self.n_components = n_components
         self.alpha = alpha
@@ -105,6 +112,10 @@ class Spectre(Detector):
             raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
         if int(self.n_components) < 1:
             raise ConfigError(f"n_components must be >= 1, got {self.n_components}")
+        m = self.max_fit_samples
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 100:
+            raise ConfigError(f"max_fit_samples must be an int >= 100, got {m!r}")
+        rng = np.random.default_rng(self.random_state)
         scores = np.zeros(len(features))
         norms = np.zeros(len(features))
         for c in np.unique(y):
@@ -113,15 +124,16 @@ class Spectre(Detector):
             if len(idx) < 4 or k < 1:
                 continue
             R = features[idx].astype(np.float64)
-            centred = R - R.mean(axis=0)
-            _, s, vt = np.linalg.svd(centred, full_matrices=False)
+            fit_rows = slice(None) if len(idx) <= m else np.sort(rng.choice(len(idx), int(m), replace=False))
+            mean = R[fit_rows].mean(axis=0)
+            _, s, vt = np.linalg.svd(R[fit_rows] - mean, full_matrices=False)
             keep = s[:k] > 1e-8 * max(s[0], 1e-12)
-            P = centred @ vt[:k][keep].T
+            P = (R - mean) @ vt[:k][keep].T
             if P.shape[1] == 0:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # MCD warns on singular subsets; it still returns an estimate
-                mcd = MinCovDet(random_state=self.random_state).fit(P)
+                mcd = MinCovDet(random_state=self.random_state).fit(P[fit_rows])
             evals, evecs = np.linalg.eigh(mcd.covariance_)
             evals = np.maximum(evals, 1e-8 * max(evals.max(), 1e-12))
             W = (P - mcd.location_) @ evecs / np.sqrt(evals)
@@ -153,6 +165,8 @@ class RobustDistance(Spectre):
     z_threshold : float, default=3.0
         See :class:`Spectre`.
     random_state : int, default=0
+    max_fit_samples : int, default=10000
+        See :class:`Spectre`.
 
     Examples
     --------
@@ -168,6 +182,6 @@ class RobustDistance(Spectre):
     name = "robust-distance"
 
     def __init__(self, layer: str = "penultimate", n_components: int = 32, z_threshold: float = 3.0,
-                 random_state: int = 0):
+                 random_state: int = 0, max_fit_samples: int = 10_000):
         super().__init__(layer=layer, n_components=n_components, alpha=0.0, z_threshold=z_threshold,
-                         random_state=random_state)
+                         random_state=random_state, max_fit_samples=max_fit_samples)

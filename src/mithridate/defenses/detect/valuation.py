@@ -315,7 +315,8 @@ class KNNShapley(Detector):
     def _truncated(self, X: np.ndarray, V: np.ndarray, y: np.ndarray, vy: np.ndarray, k: int, M: int,
                    loo: bool) -> np.ndarray:
         n = len(X)
-        _, idx = knn_search(X, None if loo else V, M, metric=self.metric, n_threads=self.n_threads)
+        _, idx = knn_search(X, None if loo else V, M, metric=self.metric, n_threads=self.n_threads,
+                            search="exact")
         n_players = n - 1 if loo else n
         match = y[idx] == vy[:, None]
         # expected tail T_M when the labels beyond rank M come in random order
