@@ -66,13 +66,13 @@ SEARCHES = ("auto", "exact", "hnsw")
 def _hnsw_index(base: np.ndarray, metric: str, k: int):
     """A faiss HNSW graph over ``base`` (Malkov & Yashunin 2018): 32 links per node.
 
-    Built with ``efConstruction=40`` and searched with ``efSearch=max(32, 2k)``. Measured on
-    1,000,000 standardised 50-d rows (two cores; ``benchmarks/audit_scale.py`` data): 67 s to
-    build, 58 s to query every row, 77% of the exact 10 nearest neighbours found (the rest are
-    slightly farther points, typically of the same neighbourhood); an inverted-file index with
-    16 of 1,000 cells probed took 175 s for 69%. Recall is higher on data of lower intrinsic
-    dimension. The graph is built by several threads, so the neighbours of a few points may
-    differ between runs.
+    Built with ``efConstruction=40`` and searched with ``efSearch=max(32, 2k)``. Measured on two
+    cores with 1,000,000 standardised 50-d rows: on the table of ``benchmarks/audit_scale.py``
+    (8 latent factors) 90 s in all and every exact 10-nearest neighbour of 2,000 sampled rows
+    found; on isotropic 50-d Gaussian classes (the hard case) 125 s and 78% found, the rest
+    being slightly farther points (an inverted-file index probing 16 of 1,000 cells took 175 s
+    for 69% there). The graph is built by several threads, so the neighbours of a few points
+    may differ between runs.
     """
     import faiss
 
