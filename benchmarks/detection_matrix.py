@@ -769,6 +769,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="like --append, but also keep this run's datasets' rows already in the JSON and skip the "
                         "(case, seed) pairs they cover (continue an interrupted run)")
+    p.add_argument("--replace", action="store_true",
+                   help="keep every row already in the JSON, except that each (case, seed, detector) row this run "
+                        "produces replaces its old counterpart (rerun some detectors after a change, e.g. "
+                        "--detectors ensemble --replace)")
     p.add_argument("--render-only", action="store_true", help="re-render the markdown from the JSON, run nothing")
     p.add_argument("--notes", type=Path, default=None, help="markdown file whose lines become the Notes section")
     args = p.parse_args(argv)
@@ -822,9 +826,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     payload: dict = {"benchmark": "detection_matrix", "complete": False, "environment": env, "rows": [],
                      "notes": []}
     done: set = set()
-    if (args.append or args.resume) and json_path.is_file():
+    if (args.append or args.resume or args.replace) and json_path.is_file():
         old = json.loads(json_path.read_text(encoding="utf-8"))
-        if args.resume:
+        if args.replace:
+            payload["rows"] = list(old.get("rows", []))
+        elif args.resume:
             payload["rows"] = list(old.get("rows", []))
             done = {(r["case"], r["seed"]) for r in payload["rows"]}
         else:
@@ -848,7 +854,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 log(f"[{time.perf_counter() - t_start:6.0f}s] {case.label} seed={seed}: "
                     f"{len(splits.train)} training samples")
                 try:
-                    payload["rows"].extend(run_case(case, splits, seed, names, args, compare_art, compare_cl))
+                    new_rows = run_case(case, splits, seed, names, args, compare_art, compare_cl)
+                    if args.replace:
+                        fresh = {(r["case"], r["seed"], r["detector"]) for r in new_rows}
+                        payload["rows"] = [r for r in payload["rows"]
+                                           if (r.get("case"), r.get("seed"), r.get("detector")) not in fresh]
+                    payload["rows"].extend(new_rows)
                 except Exception as exc:  # the attack or the model failed: record it for every detector
                     log(f"  case failed: {type(exc).__name__}: {exc}")
                     payload.setdefault("case_errors", []).append(

@@ -139,7 +139,7 @@ def test_flips_in_two_contributors_fail_and_rank_top(poisoned_result):
 def test_findings_columns_and_reasons(poisoned_result):
     f = poisoned_result.findings
     assert list(f.columns[:5]) == ["id", "label", "contributor", "source", "status"]
-    for c in ("spectre_score", "knn_score", "confident-learning_score", "ensemble_score", "flagged", "flagged_by",
+    for c in ("robust-distance_score", "knn_score", "confident-learning_score", "ensemble_score", "flagged", "flagged_by",
               "reasons"):
         assert c in f.columns
     assert f["id"].tolist() == [f"s{i}" for i in range(569)]
@@ -204,7 +204,7 @@ def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
         assert len(audits) == 2 and audits["verdict"].tolist() == [r1.verdict, r2.verdict]
         stored = ledger.findings(r2.audit_id)
         assert len(stored) == len(v2) and stored["flagged"].sum() == r2.summary["n_flagged"]
-        assert {"spectre", "knn", "confident-learning"} <= set(stored.columns)
+        assert {"robust-distance", "knn", "confident-learning"} <= set(stored.columns)
         # reputation merges the history: the ledger's stored posterior equals what the audit reported
         led = ledger.contributors("bc", level=r2.policy.credible_level).set_index("contributor")
         rep = r2.reputation.set_index("contributor")

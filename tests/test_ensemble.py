@@ -55,8 +55,31 @@ def test_one_informative_member_is_not_drowned():
     assert auroc(informative, truth) == 1.0
     assert auroc(ens.scores_, truth) >= 0.99
     expect = sum(np.maximum(upper_z(s), 0) for s in (informative, *noise))
-    assert np.allclose(ens.scores_, expect)
+    # three members reading the same kind of evidence share one vote
+    assert ens.weights_ == pytest.approx({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3})
+    assert np.allclose(ens.scores_, expect / 3)
+    equal = Ensemble([_Fixed("a", informative), _Fixed("b", noise[0]), _Fixed("c", noise[1])], weighting="equal").fit(ds)
+    assert np.allclose(equal.scores_, expect)
     assert list(ens.member_scores_.columns) == ["a", "b", "c"]
+
+
+def test_each_kind_of_evidence_is_one_vote():
+    """Two label detectors fire on the same samples; together they weigh as much as one feature detector."""
+    ds = _toy()
+    rng = np.random.default_rng(2)
+    feat, lab1, lab2 = (rng.exponential(size=len(ds)) for _ in range(3))
+    members = [_Fixed("feat", feat), _Fixed("lab1", lab1), _Fixed("lab2", lab2)]
+    members[1].evidence = members[2].evidence = "labels"
+    ens = Ensemble(members).fit(ds)
+    assert ens.weights_ == {"feat": 1.0, "lab1": 0.5, "lab2": 0.5}
+    z = [np.maximum(upper_z(s), 0) for s in (feat, lab1, lab2)]
+    assert np.allclose(ens.scores_, z[0] + 0.5 * z[1] + 0.5 * z[2])
+    with pytest.raises(ConfigError, match="weighting"):
+        Ensemble(members, weighting="learned").fit(ds)
+    from mithridate.registry import create
+
+    assert create("detector", "knn").evidence == create("detector", "confident-learning").evidence == "labels"
+    assert create("detector", "robust-distance").evidence == create("detector", "spectre").evidence == "features"
 
 
 def test_default_flags_score_rule_or_votes():

@@ -7,10 +7,10 @@ its contributors in ``meta``) and
    penultimate layer of a network (the user's ``model``, or :func:`~mithridate.models.nets.
    default_classifier` trained on the data);
 2. runs the detector ensemble (:class:`~mithridate.defenses.detect.ensemble.Ensemble`, members
-   from the policy; by default SPECTRE, kNN label consistency and confident learning) and flags
+   from the policy; by default the robust distance, kNN label consistency and confident learning) and flags
    samples with its budget-free rule;
 3. writes one finding per sample: the member scores, the ensemble score, flagged or not, and
-   *reasons* a person can read (``"spectre z=7.1; knn 0.8 of neighbours disagree"``);
+   *reasons* a person can read (``"robust-distance z=7.1; knn 0.8 of neighbours disagree"``);
 4. summarises the flags overall, per class and per contributor; computes each contributor's
    reputation (:func:`~mithridate.audit.reputation.reputation_table`; with a ledger, this audit's
    counts are added to the contributor's history) and the diff against the last audited version;

@@ -40,7 +40,7 @@ check)::
 
     version: 1
     detection:
-      detectors: [spectre, knn, confident-learning]   # the ensemble members
+      detectors: [robust-distance, knn, confident-learning]   # the ensemble members
       roni: false                  # also run leave-contributor-out RONI (slower, stronger)
     flagged:
       max_share: 0.15              # all samples
@@ -80,7 +80,7 @@ from typing import Any, Mapping, Optional, Union
 from mithridate.errors import ConfigError
 
 POLICY_VERSION = 1
-DEFAULT_DETECTORS = ("spectre", "knn", "confident-learning")
+DEFAULT_DETECTORS = ("robust-distance", "knn", "confident-learning")
 
 #: YAML section -> {YAML key: Policy field}
 SECTIONS: dict = {
@@ -159,7 +159,7 @@ class Policy:
         Largest share of flagged samples among the samples new since the previous version.
     min_new_samples : int, default=50
         New samples needed before ``max_new_flagged_share`` applies.
-    detectors : tuple of str, default=("spectre", "knn", "confident-learning")
+    detectors : tuple of str, default=("robust-distance", "knn", "confident-learning")
         Members of the detector ensemble (registry names).
     roni : bool, default=False
         Also run leave-contributor-out RONI and fail on a contributor with a significantly

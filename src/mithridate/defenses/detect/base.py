@@ -22,12 +22,18 @@ class Detector:
     ----------
     scores_ : ndarray of shape (n_samples,)
         Suspicion per sample; higher means more likely poisoned.
+    evidence : {"features", "labels"}
+        Class attribute: whether the score is about labels disagreeing with the features.
     ids_ : ndarray
         The dataset ids the scores belong to.
     """
 
     name = "detector"
     layer: Optional[str] = "penultimate"
+    #: What the score reads: ``"labels"`` for detectors of labels that disagree with the features
+    #: (kNN label consistency, confident learning, data values), ``"features"`` for the others.
+    #: The ensemble weighs each kind as one voice (see :class:`~mithridate.defenses.detect.ensemble.Ensemble`).
+    evidence = "features"
 
     def features_for(self, dataset: Dataset, model: Any = None) -> np.ndarray:
         if model is None:

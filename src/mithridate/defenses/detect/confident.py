@@ -124,6 +124,7 @@ class ConfidentLearning(Detector):
     """
 
     name = "confident-learning"
+    evidence = "labels"
 
     def __init__(self, model_factory: Union[None, str, Callable[[], Any], Any] = None, cv: int = 5,
                  filter_by: str = "prune_by_noise_rate", rank_by: str = "self_confidence",

@@ -208,6 +208,7 @@ class KNNLabelConsistency(Detector):
     """
 
     name = "knn"
+    evidence = "labels"
 
     def __init__(self, n_neighbors: int = 10, weights: str = "uniform", metric: str = "l2",
                  standardize: Union[bool, str] = "auto", layer: str = "penultimate", n_threads: Optional[int] = None,

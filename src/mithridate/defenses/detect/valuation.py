@@ -193,6 +193,7 @@ class KNNShapley(Detector):
     """
 
     name = "knn-shapley"
+    evidence = "labels"
 
     def __init__(self, n_neighbors: int = 10, truncate: Union[int, None, str] = "auto", metric: str = "l2",
                  standardize: Union[bool, str] = "auto", layer: str = "penultimate", n_threads: Optional[int] = None):
@@ -388,6 +389,7 @@ class DataOOB(Detector):
     """
 
     name = "data-oob"
+    evidence = "labels"
 
     def __init__(self, n_estimators: int = 100, base_estimator: Union[str, Callable[[], Any], Any] = "tree",
                  max_samples: float = 1.0, layer: str = "penultimate", random_state: RandomState = 0):
