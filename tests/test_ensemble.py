@@ -122,3 +122,9 @@ def test_ensemble_finds_label_flips_on_wine():
     assert auroc(ens.scores_, flipped.is_poison) >= best - 0.03  # measured 0.979 vs best 0.999
     flags = ens.flag()
     assert flags[flipped.is_poison].mean() > 0.8 and flags[~flipped.is_poison].mean() < 0.05
+
+
+def test_on_member_reports_each_member_before_it_runs():
+    seen = []
+    Ensemble(["knn", "robust-distance"]).fit(_toy(), on_member=lambda name, i, n: seen.append((name, i, n)))
+    assert seen == [("knn", 0, 2), ("robust-distance", 1, 2)]

@@ -481,6 +481,11 @@ class _Steps:
         finally:
             self._bar.start()
 
+    def describe(self, description: str) -> None:
+        """Change the current step's text (e.g. which detector of the step is running)."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=description)
+
     @contextlib.contextmanager
     def step(self, description: str) -> Iterator[None]:
         if self._bar is not None:
@@ -812,7 +817,8 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         ens = Ensemble(detectors=list(pol.detectors))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary
-            ens.fit(ds, features=feats)
+            ens.fit(ds, features=feats,
+                    on_member=lambda m, i, n: steps.describe(f"running detectors: {m} ({i + 1} of {n})"))
         flags = np.asarray(ens.default_flags(), dtype=bool)
         member_flags = ens.member_flags()
     roni_table = None

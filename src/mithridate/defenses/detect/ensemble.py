@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -163,8 +163,13 @@ class Ensemble(Detector):
             out.append((name, det))
         return out
 
-    def fit(self, dataset: Dataset, model: Any = None, *, features: Optional[np.ndarray] = None) -> "Ensemble":
-        """Fit every member on the same representation and combine (see the module docstring)."""
+    def fit(self, dataset: Dataset, model: Any = None, *, features: Optional[np.ndarray] = None,
+            on_member: Optional[Callable[[str, int, int], None]] = None) -> "Ensemble":
+        """Fit every member on the same representation and combine (see the module docstring).
+
+        ``on_member(name, i, n)``, when given, is called before member ``i`` (0-based) of ``n``
+        starts -- for a progress display.
+        """
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         if self.weighting not in WEIGHTINGS:
@@ -172,7 +177,9 @@ class Ensemble(Detector):
         members = self._members()
         features = self.checked_features(dataset, model, features)
         raw, fitted, skipped, seconds = {}, {}, {}, {}
-        for name, det in members:
+        for i, (name, det) in enumerate(members):
+            if on_member is not None:
+                on_member(name, i, len(members))
             t0 = time.perf_counter()
             try:
                 det.fit(dataset, features=features)
