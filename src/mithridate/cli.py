@@ -21,6 +21,7 @@ from rich.table import Table
 
 from mithridate import __version__
 from mithridate.errors import ConfigError, MithridateError
+from mithridate.utils import json_safe
 
 app = typer.Typer(
     name="mithridate",
@@ -57,20 +58,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _clean_json(obj: Any) -> Any:
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
-    if hasattr(obj, "item"):
-        return _clean_json(obj.item())
-    return obj
-
-
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_clean_json(obj), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _split_features(features: Optional[str]) -> Optional[list]:
@@ -173,7 +162,7 @@ def demo(
     doc = to_jsonable(result)
     doc["seconds"] = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "results.json", json.dumps(_clean_json(doc), indent=2, allow_nan=False))
+    atomic_write_text(out_dir / "results.json", json.dumps(json_safe(doc), indent=2, allow_nan=False))
     write_report(result, out_dir / "report.html", title="mithridate demo: BadNets on digits")
     if as_json:
         _print_json(doc)

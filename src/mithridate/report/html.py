@@ -23,7 +23,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from mithridate.utils import atomic_write_text
+from mithridate.utils import atomic_write_text, json_safe
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "report.html"
@@ -53,25 +53,6 @@ STAGE_COLUMNS = (
 
 
 # -- JSON -------------------------------------------------------------------------------------
-def _clean_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean_json(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
-
-
 def to_jsonable(result: Any) -> dict:
     """``result.to_dict()`` with NaN/inf turned to ``None`` and numpy scalars to Python ones.
 
@@ -80,7 +61,7 @@ def to_jsonable(result: Any) -> dict:
     >>> import json                                                    # doctest: +SKIP
     >>> json.dumps(to_jsonable(result), allow_nan=False)               # doctest: +SKIP
     """
-    return _clean_json(result.to_dict())
+    return json_safe(result.to_dict())
 
 
 # -- formatting ---------------------------------------------------------------------------------

@@ -181,3 +181,14 @@ def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     if k:
         mask[np.argsort(-scores, kind="stable")[:k]] = True
     return mask
+
+
+def check_validation_set(dataset: Dataset, validation: Dataset) -> None:
+    """A validation set given to a detector must be a Dataset with the training set's label encoding."""
+    if not isinstance(validation, Dataset):
+        raise ConfigError(f"validation must be a mithridate Dataset, got {type(validation).__name__}")
+    if validation.classes != dataset.classes:
+        raise DataError(
+            f"validation classes {validation.classes} differ from the training classes {dataset.classes}; "
+            "both sets must share one label encoding"
+        )

@@ -52,7 +52,7 @@ import numpy as np
 from mithridate.data.dataset import Dataset
 from mithridate.defenses.detect.base import Detector, robust_z
 from mithridate.defenses.detect.knn import check_labels
-from mithridate.defenses.detect.valuation import _check_validation
+from mithridate.defenses.detect.base import check_validation_set
 from mithridate.errors import ConfigError, DataError
 
 AUTO_EXACT_MAX_PARAMS = 3000  # hessian="auto": explicit Hessian + Cholesky up to this many parameters
@@ -554,7 +554,7 @@ class InfluenceDetector(Detector):
             raise ConfigError("head='model' uses the trained last layer of the model passed to fit(..., model=...)")
         self._validation = None
         if validation is not None:
-            _check_validation(dataset, validation)
+            check_validation_set(dataset, validation)
             if validation_features is None:
                 validation_features = self.features_for(validation, model)
             vf = np.asarray(validation_features, dtype=np.float64).reshape(len(validation_features), -1)

@@ -41,7 +41,7 @@ from mithridate.data.dataset import Dataset
 from mithridate.defenses.detect.base import Detector, budget_count
 from mithridate.defenses.detect.confident import build_model, fit_model
 from mithridate.defenses.detect.knn import check_labels
-from mithridate.defenses.detect.valuation import _check_validation
+from mithridate.defenses.detect.base import check_validation_set
 from mithridate.errors import ConfigError, DataError
 from mithridate.utils import RandomState, check_random_state, seed_from
 
@@ -193,7 +193,7 @@ class RONIDetector(Detector):
                               if contributors and self.batch_by in ("auto", "contributor") else None)
         self._validation = None
         if validation is not None:
-            _check_validation(dataset, validation)
+            check_validation_set(dataset, validation)
             if validation_features is None:
                 validation_features = self.features_for(validation, model)
             vf = np.asarray(validation_features, dtype=np.float32).reshape(len(validation_features), -1)

@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from mithridate.data.dataset import Dataset
-from mithridate.defenses.detect.base import Detector, resolve_standardize
+from mithridate.defenses.detect.base import Detector, check_validation_set, resolve_standardize
 from mithridate.defenses.detect.confident import build_model, fit_model
 from mithridate.defenses.detect.knn import (
     METRICS,
@@ -110,16 +110,6 @@ def knn_shapley_sorted(match: np.ndarray, k: int, n_players: Optional[int] = Non
     s += cum
     s -= total
     return s
-
-
-def _check_validation(dataset: Dataset, validation: Dataset) -> None:
-    if not isinstance(validation, Dataset):
-        raise ConfigError(f"validation must be a mithridate Dataset, got {type(validation).__name__}")
-    if validation.classes != dataset.classes:
-        raise DataError(
-            f"validation classes {validation.classes} differ from the training classes {dataset.classes}; "
-            "both sets must share one label encoding"
-        )
 
 
 class KNNShapley(Detector):
@@ -220,7 +210,7 @@ class KNNShapley(Detector):
         if validation is None and validation_features is not None:
             raise ConfigError("validation_features given without validation= (the labels of those points)")
         if validation is not None:
-            _check_validation(dataset, validation)
+            check_validation_set(dataset, validation)
             if validation_features is None:
                 validation_features = self.features_for(validation, model)
             vf = np.asarray(validation_features, dtype=np.float32).reshape(len(validation_features), -1)
