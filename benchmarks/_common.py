@@ -88,3 +88,12 @@ def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> Non
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def load_for_render(json_path: Path, notes: Optional[Path] = None) -> dict:
+    """A results JSON to re-render (``--render-only``), its notes replaced by the lines of ``notes``
+    when that file exists."""
+    payload = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    if notes and Path(notes).is_file():
+        payload["notes"] = Path(notes).read_text(encoding="utf-8").strip().splitlines()
+    return payload

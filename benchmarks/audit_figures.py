@@ -67,7 +67,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import detection_matrix as dm  # noqa: E402  (the case definitions, loaders and attacks)
-from _common import environment, fmt, log, median, write_results, yes_no  # noqa: E402
+from _common import environment, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
 
 from mithridate.data.dataset import Dataset  # noqa: E402
 from mithridate.eval import metrics as M  # noqa: E402
@@ -596,10 +596,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     json_path = args.out / f"{args.stem}.json"
     if args.render_only:
-        payload = json.loads(json_path.read_text(encoding="utf-8"))
-        if args.notes and args.notes.is_file():
-            payload["notes"] = args.notes.read_text(encoding="utf-8").strip().splitlines()
-        save(args, payload)
+        save(args, load_for_render(json_path, args.notes))
         log(f"re-rendered {args.out / (args.stem + '.md')}")
         return 0
     jobs = select_jobs(args.cases, args.quick)

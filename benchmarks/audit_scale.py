@@ -118,14 +118,13 @@ def run_audit_child(path: Path, work: Path) -> dict:
     src = str(HERE.parent / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
-        proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=env)
+    with tempfile.TemporaryFile() as se:  # stdout (the --json document) is not needed: summary.json has it
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=se, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
-        so.seek(0)
         se.seek(0)
-        stdout, stderr = so.read().decode("utf-8", "replace"), se.read().decode("utf-8", "replace")
+        stderr = se.read().decode("utf-8", "replace")
     row = {"file": path.name, "file_mib": round(path.stat().st_size / 2**20, 1), "exit_code": proc.returncode,
            "wall_seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "command": " ".join(cmd[1:])}

@@ -82,7 +82,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import environment, fmt, log, median, write_results, yes_no  # noqa: E402
+from _common import environment, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
 
 from mithridate import registry  # noqa: E402
 from mithridate.data.loaders import load_dataset  # noqa: E402
@@ -798,10 +798,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     json_path = args.out / f"{args.stem}.json"
     if args.render_only:
-        payload = json.loads(json_path.read_text(encoding="utf-8"))
-        if args.notes and args.notes.is_file():
-            payload["notes"] = args.notes.read_text(encoding="utf-8").strip().splitlines()
-        save(args, payload)
+        save(args, load_for_render(json_path, args.notes))
         log(f"re-rendered {args.out / (args.stem + '.md')}")
         return 0
 
