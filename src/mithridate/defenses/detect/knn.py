@@ -68,8 +68,9 @@ def _hnsw_index(base: np.ndarray, metric: str, k: int):
 
     Built with ``efConstruction=40`` and searched with ``efSearch=max(32, 2k)``. Measured on two
     cores with 1,000,000 standardised 50-d rows: on the table of ``benchmarks/audit_scale.py``
-    (8 latent factors) 90 s in all and every exact 10-nearest neighbour of 2,000 sampled rows
-    found; on isotropic 50-d Gaussian classes (the hard case) 125 s and 78% found, the rest
+    (8 latent factors) the whole kNN detector took 92-111 s in the audit runs, and every exact
+    10-nearest neighbour of 2,000 sampled rows was found; on isotropic 50-d Gaussian classes (the
+    hard case) building and querying took 125 s and found 78%, the rest
     being slightly farther points (an inverted-file index probing 16 of 1,000 cells took 175 s
     for 69% there). The graph is built by several threads, so the neighbours of a few points
     may differ between runs.
