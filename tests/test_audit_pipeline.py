@@ -216,6 +216,10 @@ def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
         assert r3.summary["ledger"]["reused_version"] is True
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["ledger"]["audit_id"] == r2.audit_id and summary["diff"]["counts"]["relabelled"] == 3
+    # timings of every step, the ledger commit included, and of every ensemble member
+    assert "committing the ledger transaction" in summary["seconds_steps"]
+    assert all(v >= 0 for v in summary["seconds_steps"].values())
+    assert set(summary["seconds_detectors"]) == {"robust-distance", "knn", "confident-learning"}
 
 
 # -- outputs --------------------------------------------------------------------------------------

@@ -786,15 +786,14 @@ def run_audit(
                 result.audit_id = rec.result.id if rec.result is not None else None
                 result.version = rec.result.version if rec.result is not None else result.version
                 result.summary["ledger"]["audit_id"] = result.audit_id
-                if staged is not None:
-                    _write_summary(staged / "summary.json", result.summary)
             except BaseException:  # nothing recorded (or the commit failed): no output either
                 _discard(staged)
                 raise
         result.summary["seconds_steps"] = {k: round(v, 3) for k, v in steps.seconds.items()}
         if staged is not None:
             try:
-                _write_summary(staged / "summary.json", result.summary)  # with the last steps' timings
+                # rewritten with what is known only now: the last steps' timings, the ledger's audit id
+                _write_summary(staged / "summary.json", result.summary)
             except BaseException:
                 _discard(staged)
                 raise
