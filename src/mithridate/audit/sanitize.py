@@ -129,16 +129,16 @@ def _check_paths(inp: Optional[Path], out: Path, manifest: Path, manifest_json: 
 
 
 def _suffix_kind(p: Path) -> Optional[str]:
+    """The output format its name asks for: a table kind (as the loaders read it), npz, jsonl, or None."""
+    from mithridate.data import loaders as L
+    from mithridate.data.text import JSONL_SUFFIXES
+
     low = p.name.lower()
-    if low.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if low.endswith((".tsv", ".tsv.gz")):
-        return "tsv"
-    if low.endswith((".parquet", ".pq")):
-        return "parquet"
+    if low.endswith(L._TABLE_SUFFIXES):
+        return L._table_kind(p)
     if low.endswith(".npz"):
         return "npz"
-    if low.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
+    if low.endswith(JSONL_SUFFIXES):
         return "jsonl"
     return None
 
