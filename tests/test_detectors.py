@@ -54,14 +54,17 @@ def _exact_k(budget, n, factor=Fraction(3, 2)):
 
 
 # -- spectral signatures -------------------------------------------------------------------------
-@pytest.mark.parametrize("score", ["paper", "robust"])
+@pytest.mark.parametrize("score", ["paper", "robust", "split"])
 def test_spectral_separates_planted_poison(planted, score):
     ds, u = planted
     det = SpectralSignatures(score=score).fit(ds)
     assert det.scores_.shape == (len(ds),)
     assert auroc(det.scores_, ds.is_poison) >= 0.99
     v = det.directions_[0][0]
-    assert abs(float(v @ u)) > 0.95
+    if score == "split":  # oriented towards the poisons; a functional of the whitened space (~Fisher's)
+        assert float(v @ u) > 0.9
+    else:
+        assert abs(float(v @ u)) > 0.95
     assert det.directions_[0].shape == (1, D)
     assert det.ids_.tolist() == ds.ids.tolist()
 
@@ -100,6 +103,125 @@ def test_spectral_two_directions_add_up(planted):
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     np.testing.assert_allclose(det.scores_[idx], ((centred @ vt[:2].T) ** 2).sum(axis=1), rtol=1e-9)
     assert det.directions_[1].shape == (2, D)
+
+
+def test_two_means_1d_is_the_exact_best_cut():
+    from mithridate.defenses.detect.spectral import _two_means_1d
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 17, 60):
+        p = rng.normal(size=n) * rng.uniform(0.1, 5)
+        s = np.sort(p)
+        total = ((s - s.mean()) ** 2).sum()
+        best = min(((s[:k] - s[:k].mean()) ** 2).sum() + ((s[k:] - s[k:].mean()) ** 2).sum() for k in range(1, n))
+        cut, share = _two_means_1d(p)
+        assert share == pytest.approx(1 - best / total, rel=1e-9)
+        low = p <= cut
+        assert 0 < low.sum() < n
+        within = ((p[low] - p[low].mean()) ** 2).sum() + ((p[~low] - p[~low].mean()) ** 2).sum()
+        assert within == pytest.approx(best, rel=1e-9)
+    assert _two_means_1d(np.ones(5))[1] == 0.0
+
+
+@pytest.mark.parametrize("n", [8, 30, 500])
+def test_whitener_matches_sklearn_ledoit_wolf(n):
+    from sklearn.covariance import ledoit_wolf
+
+    from mithridate.defenses.detect.spectral import _whitener
+
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 12)) @ rng.normal(size=(12, 12)) + 5.0
+    Xc = X - X.mean(axis=0)
+    B = _whitener(Xc.T @ Xc / n, float(((Xc**2).sum(axis=1) ** 2).sum()), n)
+    shrunk = ledoit_wolf(X)[0]
+    np.testing.assert_allclose(B.T @ shrunk @ B, np.eye(B.shape[1]), atol=1e-8)
+    assert _whitener(np.zeros((3, 3)), 0.0, 5) is None
+
+
+def _half_poisoned(seed=0, frac=0.55, n=300, d=16):
+    """Class 0 is `frac` poison: a triggered group the other classes do not share."""
+    rng = np.random.default_rng(seed)
+    X, y, poison = [], [], []
+    for c in range(4):
+        F = rng.normal(size=d) * 2 + rng.normal(size=(n, d))
+        p = np.zeros(n, bool)
+        if c == 0:
+            p[: int(frac * n)] = True
+            F[p, 0] += 6.0  # the "trigger" coordinate, zero-mean noise elsewhere in the data
+        X.append(F)
+        y += [c] * n
+        poison.append(p)
+    return Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+
+
+def test_split_score_handles_a_majority_poisoned_class():
+    # Tran et al.'s tau is symmetric in the two halves of a class that is about half poison; the
+    # split score measures each sample from the group nearer the rest of the data instead.
+    ds = _half_poisoned()
+    t = ds.is_poison
+    det = SpectralSignatures().fit(ds)
+    assert auroc(det.scores_, t) >= 0.99
+    info = det.splits_[0]
+    assert info["oriented"] and info["separation"] > 0.85
+    # the direction points from the clean group to the poisons
+    X = ds.X.astype(np.float64)
+    gap = X[t].mean(axis=0) - X[(ds.y == 0) & ~t].mean(axis=0)
+    assert float(det.directions_[0][0] @ gap) > 0
+    # the clean part of the poisoned class scores like clean data: below every poison
+    assert det.scores_[(ds.y == 0) & ~t].max() < det.scores_[t].min()
+    in0 = ds.y == 0  # within the poisoned class tau cannot tell the halves apart
+    assert auroc(SpectralSignatures(score="paper").fit(ds).scores_[in0], t[in0]) < 0.7
+    assert auroc(det.scores_[in0], t[in0]) == 1.0
+    np.testing.assert_array_equal(det.flag(), det.z_ > 4.0)
+    assert det.flag()[t].mean() >= 0.95 and det.flag()[~t].mean() <= 0.01  # shift 6 sd, cut at 4
+
+
+def test_split_score_finds_a_shift_hidden_under_natural_variance():
+    # a dominant, unimodal natural direction hides a modest poison shift from the top singular
+    # vector of the raw activations; whitening with the whole set's covariance reveals it
+    rng = np.random.default_rng(1)
+    n, d = 400, 12
+    X, y, poison = [], [], []
+    for c in range(3):
+        F = rng.normal(size=(n, d))
+        F[:, 1] *= 8.0  # natural variance, larger than the shift below
+        p = np.zeros(n, bool)
+        if c == 2:
+            p[:40] = True
+            F[p, 0] += 5.0
+        X.append(F)
+        y += [c] * n
+        poison.append(p)
+    ds = Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+    det = SpectralSignatures().fit(ds)
+    assert det.splits_[2]["space"] == "whitened"
+    assert auroc(det.scores_, ds.is_poison) >= 0.99
+    assert auroc(SpectralSignatures(score="paper").fit(ds).scores_, ds.is_poison) < 0.8
+
+
+def test_split_score_is_invariant_to_the_feature_scale():
+    ds = _half_poisoned(seed=2, frac=0.3)
+    feats = np.asarray(ds.X, dtype=np.float64)
+    a = SpectralSignatures().fit(ds, features=feats).scores_
+    b = SpectralSignatures().fit(ds, features=feats * 7.5 - 3.0).scores_
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_split_score_without_a_clear_split_is_two_sided():
+    rng = np.random.default_rng(4)
+    ds = Dataset.from_arrays(rng.normal(size=(600, 8)), np.repeat([0, 1], 300))
+    det = SpectralSignatures().fit(ds)
+    for c in (0, 1):
+        assert not det.splits_[c]["oriented"]  # Gaussian clouds: about 1 - 2/pi of the variance
+        assert det.splits_[c]["separation"] < 0.75
+    assert (det.scores_ >= 0).all()
+    assert det.flag().mean() < 0.01
+
+
+def test_split_score_on_constant_features():
+    ds = Dataset.from_arrays(np.ones((40, 3)), np.repeat([0, 1], 20))
+    det = SpectralSignatures().fit(ds)
+    assert np.isfinite(det.scores_).all() and not det.flag().any()
 
 
 @pytest.mark.parametrize("budget", [0.25, 0.1])
@@ -303,6 +425,10 @@ def test_bad_detector_parameters(planted):
         SpectralSignatures(score="median").fit(ds)
     with pytest.raises(ConfigError, match="n_directions"):
         SpectralSignatures(n_directions=0).fit(ds)
+    with pytest.raises(ConfigError, match="n_candidates"):
+        SpectralSignatures(n_candidates=0).fit(ds)
+    with pytest.raises(ConfigError, match="min_separation"):
+        SpectralSignatures(min_separation=1.0).fit(ds)
     with pytest.raises(ConfigError, match="n_components"):
         Spectre(n_components=0).fit(ds)
 
