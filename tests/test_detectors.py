@@ -176,6 +176,23 @@ def test_split_score_handles_a_majority_poisoned_class():
     assert det.flag()[t].mean() >= 0.95 and det.flag()[~t].mean() <= 0.01  # shift 6 sd, cut at 4
 
 
+def test_split_score_takes_a_clear_minority_as_the_suspect():
+    # a 10% group that sits *nearer* the rest of the data than its class's majority (as flipped
+    # labels do: they look like another class): with a clear minority, size decides, not distance
+    rng = np.random.default_rng(5)
+    d = 10
+    a = rng.normal(size=(300, d)) + np.r_[6.0, np.zeros(d - 1)]
+    b = rng.normal(size=(300, d)) - np.r_[6.0, np.zeros(d - 1)]
+    a[:30] -= np.r_[8.0, np.zeros(d - 1)]  # class 0's outliers sit nearer the global mean (at -2)
+    ds = Dataset.from_arrays(np.vstack([a, b]), np.repeat([0, 1], 300),
+                             is_poison=np.r_[np.ones(30, bool), np.zeros(570, bool)])
+    det = SpectralSignatures().fit(ds)
+    assert det.splits_[0]["oriented"]
+    assert auroc(det.scores_, ds.is_poison) >= 0.99
+    # without the size rule the distance rule picks the majority, and fails
+    assert auroc(SpectralSignatures(minority_share=0.0).fit(ds).scores_, ds.is_poison) < 0.2
+
+
 def test_split_score_finds_a_shift_hidden_under_natural_variance():
     # a dominant, unimodal natural direction hides a modest poison shift from the top singular
     # vector of the raw activations; whitening with the whole set's covariance reveals it
@@ -429,6 +446,8 @@ def test_bad_detector_parameters(planted):
         SpectralSignatures(n_candidates=0).fit(ds)
     with pytest.raises(ConfigError, match="min_separation"):
         SpectralSignatures(min_separation=1.0).fit(ds)
+    with pytest.raises(ConfigError, match="minority_share"):
+        SpectralSignatures(minority_share=0.7).fit(ds)
     with pytest.raises(ConfigError, match="n_components"):
         Spectre(n_components=0).fit(ds)
 

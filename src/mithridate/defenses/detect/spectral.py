@@ -53,19 +53,25 @@ class SpectralSignatures(Detector):
            (``separation_``; 1 - 2/π ≈ 0.64 for a Gaussian, → 1 for two distant groups) is used.
            A backdoor makes its class a two-group mixture (clean + triggered), which is what this
            looks for.
-        3. *Orientation.* When the best split is clear (separation ≥ ``min_separation``) the two
-           groups are told apart by their Mahalanobis distance to the whole training set's mean
-           (median of each group): the trigger is a feature the rest of the data does not have,
-           so the poison group is the one farther from it. Each sample's score is its signed
-           robust z-score measured from the *other* group (its median and MAD), positive towards
-           the poison group — which works whether the poisons are 5% or 60% of the class.
-           Without a clear split the score is the two-sided |robust z| over the whole class.
+        3. *Orientation.* When the best split is clear (separation ≥ ``min_separation``), the
+           suspect group is the smaller one if it holds less than ``minority_share`` of the
+           class (the paper's assumption that poisons are a minority). When the two groups are
+           nearly balanced — a 10% backdoor over ten classes makes its target class about half
+           poison — the minority cannot be trusted, and the suspect is the group farther from
+           the whole training set's mean (median Mahalanobis distance): the trigger is a
+           feature the rest of the data does not have. Each sample's score is its signed robust
+           z-score measured from the *other* group (its median and MAD), positive towards the
+           suspect group. Without a clear split the score is the two-sided |robust z| over the
+           whole class.
     n_directions : int, default=1
         Directions summed by ``"paper"`` and ``"robust"``.
     n_candidates : int, default=3
         Candidate directions per class and per representation for ``"split"``.
     min_separation : float, default=0.75
         Share of variance the best 2-means split must explain for ``"split"`` to orient its score.
+    minority_share : float, default=1/3
+        For ``"split"``: a group smaller than this share of its class is the suspect by size
+        alone; between it and one half, the group farther from the rest of the data is.
     z_threshold : float, default=4.0
         :meth:`flag` with no argument flags samples whose robust z-score (``z_``) exceeds it — a
         rule that needs no knowledge of the poison rate.
@@ -101,13 +107,15 @@ class SpectralSignatures(Detector):
     name = "spectral"
 
     def __init__(self, layer: str = "penultimate", n_directions: int = 1, score: str = "split",
-                 z_threshold: float = 4.0, n_candidates: int = 3, min_separation: float = 0.75):
+                 z_threshold: float = 4.0, n_candidates: int = 3, min_separation: float = 0.75,
+                 minority_share: float = 1 / 3):
         self.layer = layer
         self.n_directions = n_directions
         self.score = score
         self.z_threshold = z_threshold
         self.n_candidates = n_candidates
         self.min_separation = min_separation
+        self.minority_share = minority_share
 
     def _score(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.score not in ("split", "robust", "paper"):
@@ -120,6 +128,8 @@ class SpectralSignatures(Detector):
                 raise ConfigError(f"n_candidates must be >= 1, got {self.n_candidates}")
             if not 0.0 < float(self.min_separation) < 1.0:
                 raise ConfigError(f"min_separation must be in (0, 1), got {self.min_separation}")
+            if not 0.0 <= float(self.minority_share) <= 0.5:
+                raise ConfigError(f"minority_share must be in [0, 0.5], got {self.minority_share}")
             F = np.asarray(features)
             if F.dtype not in (np.float32, np.float64):
                 F = F.astype(np.float64)
@@ -185,7 +195,11 @@ class SpectralSignatures(Detector):
             oriented = sep >= float(self.min_separation)
             if oriented:
                 high = p > cut
-                poison_high = self._farther_from_data(F, mu, back, idx, high)
+                share_high = float(high.mean())
+                if min(share_high, 1.0 - share_high) < float(self.minority_share):
+                    poison_high = share_high < 0.5  # a clear minority: the paper's assumption
+                else:  # nearly balanced: the group the rest of the data does not share
+                    poison_high = self._farther_from_data(F, mu, back, idx, high)
                 reference = p[~high] if poison_high else p[high]
                 zc = _robust_z_from(p, reference) * (1.0 if poison_high else -1.0)
                 direction = direction if poison_high else -direction
