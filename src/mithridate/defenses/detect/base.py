@@ -165,12 +165,16 @@ def per_class_budget_mask(scores: np.ndarray, y: np.ndarray, fraction: float) ->
     return mask
 
 
-def robust_z(values: np.ndarray) -> np.ndarray:
-    """Robust z-score: (v - median) / (1.4826 * MAD), falling back to the std (or 1) when MAD is 0."""
-    med = np.median(values)
-    mad = 1.4826 * np.median(np.abs(values - med))
+def robust_z(values: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+    """Robust z-score: (v - median) / (1.4826 * MAD), falling back to the std (or 1) when MAD is 0.
+
+    The median and MAD are those of ``reference`` when it is given (e.g. the clean-looking group
+    of a class), else of ``values`` themselves."""
+    ref = values if reference is None else reference
+    med = np.median(ref)
+    mad = 1.4826 * np.median(np.abs(ref - med))
     if not mad > 1e-12:
-        mad = float(np.std(values)) or 1.0
+        mad = float(np.std(ref)) or 1.0
     return (values - med) / mad
 
 

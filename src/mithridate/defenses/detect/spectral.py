@@ -201,7 +201,7 @@ class SpectralSignatures(Detector):
                 else:  # nearly balanced: the group the rest of the data does not share
                     poison_high = self._farther_from_data(F, mu, back, idx, high)
                 reference = p[~high] if poison_high else p[high]
-                zc = _robust_z_from(p, reference) * (1.0 if poison_high else -1.0)
+                zc = robust_z(p, reference) * (1.0 if poison_high else -1.0)
                 direction = direction if poison_high else -direction
             else:
                 zc = np.abs(robust_z(p))
@@ -288,12 +288,3 @@ def _two_means_1d(p: np.ndarray) -> tuple[float, float]:
     between = k * (n - k) / n * (m_low - m_high) ** 2
     j = int(np.argmax(between))
     return float((s[j] + s[j + 1]) / 2), float(between[j] / total)
-
-
-def _robust_z_from(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(v - median(ref)) / (1.4826 * MAD(ref)), falling back to the reference's std (or 1)."""
-    med = np.median(reference)
-    mad = 1.4826 * np.median(np.abs(reference - med))
-    if not mad > 1e-12:
-        mad = float(np.std(reference)) or 1.0
-    return (values - med) / mad
