@@ -9,8 +9,9 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -88,6 +89,17 @@ def write_results(out_dir: Path, stem: str, payload: dict, markdown: str) -> Non
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def finish_run(payload: dict, t_start: float, save: Callable[[], None], json_path: Path) -> int:
+    """Mark the run complete, record its wall time (overall and for this run), write the results
+    with ``save`` and say where they went; returns the exit status 0."""
+    payload["complete"] = True
+    payload["wall_seconds"] = time.perf_counter() - t_start
+    payload["runs"][-1]["wall_seconds"] = payload["wall_seconds"]
+    save()
+    log(f"done in {payload['wall_seconds']:.0f}s; wrote {json_path} and .md")
+    return 0
 
 
 def load_for_render(json_path: Path, notes: Optional[Path] = None) -> dict:

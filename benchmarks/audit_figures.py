@@ -67,7 +67,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import detection_matrix as dm  # noqa: E402  (the case definitions, loaders and attacks)
-from _common import environment, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
+from _common import environment, finish_run, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
 
 from mithridate.data.dataset import Dataset  # noqa: E402
 from mithridate.eval import metrics as M  # noqa: E402
@@ -652,12 +652,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             payload["wall_seconds"] = time.perf_counter() - t_start
             payload["runs"][-1]["wall_seconds"] = payload["wall_seconds"]
             save(args, payload)
-    payload["complete"] = True
-    payload["wall_seconds"] = time.perf_counter() - t_start
-    payload["runs"][-1]["wall_seconds"] = payload["wall_seconds"]
-    save(args, payload)
-    log(f"done in {payload['wall_seconds']:.0f}s; wrote {json_path} and .md")
-    return 0
+    return finish_run(payload, t_start, lambda: save(args, payload), json_path)
 
 
 if __name__ == "__main__":

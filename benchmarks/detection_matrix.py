@@ -82,7 +82,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from _common import environment, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
+from _common import environment, finish_run, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
 
 from mithridate import registry  # noqa: E402
 from mithridate.data.loaders import load_dataset  # noqa: E402
@@ -864,12 +864,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "traceback": traceback.format_exc()[-2000:]})
                 payload["wall_seconds"] = time.perf_counter() - t_start
                 save(args, payload)
-    payload["complete"] = True
-    payload["wall_seconds"] = time.perf_counter() - t_start
-    payload["runs"][-1]["wall_seconds"] = payload["wall_seconds"]
-    save(args, payload)
-    log(f"done in {payload['wall_seconds']:.0f}s; wrote {json_path} and .md")
-    return 0
+    return finish_run(payload, t_start, lambda: save(args, payload), json_path)
 
 
 if __name__ == "__main__":
