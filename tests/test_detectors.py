@@ -7,6 +7,7 @@ The synthetic data plant a rank-1 backdoor signal: every class is an isotropic G
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -233,6 +234,19 @@ def test_split_score_without_a_clear_split_is_two_sided():
         assert det.splits_[c]["separation"] < 0.75
     assert (det.scores_ >= 0).all()
     assert det.flag().mean() < 0.01
+
+
+def test_split_score_on_binary_features():
+    # tabular 0/1 columns: projections take few distinct values, tied across many samples
+    rng = np.random.default_rng(6)
+    X = (rng.random((300, 6)) < 0.2).astype(float)
+    X[:30, 0] = 1.0
+    X[:30, 1:] = 0.0
+    y = np.repeat([0, 1, 2], 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty-slice medians, no division warnings
+        det = SpectralSignatures().fit(Dataset.from_arrays(X, y))
+    assert np.isfinite(det.scores_).all()
 
 
 def test_split_score_on_constant_features():

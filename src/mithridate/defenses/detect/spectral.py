@@ -192,9 +192,9 @@ class SpectralSignatures(Detector):
                 if best is None or sep > best[0]:
                     best = (sep, space, j, P[:, col], cut, A[:, col])
             sep, space, j, p, cut, direction = best
-            oriented = sep >= float(self.min_separation)
+            high = p > cut
+            oriented = sep >= float(self.min_separation) and 0 < int(high.sum()) < len(p)
             if oriented:
-                high = p > cut
                 share_high = float(high.mean())
                 if min(share_high, 1.0 - share_high) < float(self.minority_share):
                     poison_high = share_high < 0.5  # a clear minority: the paper's assumption
