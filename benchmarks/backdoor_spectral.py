@@ -33,8 +33,6 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -57,8 +55,9 @@ except ImportError:  # pragma: no cover
     RobustDistance = None
 from mithridate.eval import metrics as M  # noqa: E402
 from mithridate.eval.scenario import detection_metrics, evaluate_backdoor  # noqa: E402
+from _common import environment as common_environment  # noqa: E402
+from _common import fmt, load_for_render, write_results, yes_no  # noqa: E402
 from mithridate.models.nets import default_classifier  # noqa: E402
-from mithridate.utils import atomic_write_text  # noqa: E402
 
 PATCH_SIZE = {"digits": 2, "fashion-mnist": 3}
 TARGET = 0
@@ -277,36 +276,8 @@ def speed_ratios(rows: list[dict]) -> dict:
 
 
 def environment(args: argparse.Namespace, art_version: Optional[str]) -> dict:
-    import scipy
-    import sklearn
-    import torch
-
-    return {
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "python": platform.python_version(), "platform": platform.platform(),
-        "numpy": np.__version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
-        "scipy": scipy.__version__, "adversarial-robustness-toolbox": art_version,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
-        "blas": _blas_info(),
-        "git": _git_info(),
-        "detector_params": {name: dict(vars(det)) for name, det in detectors().items()},
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "args": {k: v for k, v in vars(args).items()},
-    }
-
-
-def _git_info() -> dict:
-    import subprocess
-
-    def run(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], cwd=HERE.parent, capture_output=True, text=True, timeout=20).stdout.strip()
-        except Exception:
-            return None
-
-    return {"commit": run("rev-parse", "HEAD"), "src_dirty": bool(run("status", "--porcelain", "--", "src"))}
+    return common_environment(args, **{"adversarial-robustness-toolbox": art_version, "blas": _blas_info(),
+                                       "detector_params": {name: dict(vars(det)) for name, det in detectors().items()}})
 
 
 def _blas_info() -> list:
@@ -315,18 +286,6 @@ def _blas_info() -> list:
     except Exception:
         return []
     return [{k: d.get(k) for k in ("user_api", "internal_api", "num_threads", "version")} for d in threadpool_info()]
-
-
-def fmt(v: Any, nd: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
-
-
-def yes_no(ok: Optional[bool]) -> str:
-    return "—" if ok is None else ("yes" if ok else "**no**")
 
 
 def target_checks(ds: str, rate: float, get, ratio: Optional[dict]) -> list[tuple[str, Optional[bool], str]]:
@@ -490,18 +449,7 @@ def render_md(payload: dict) -> str:
 def write(out_dir: Path, stem: str, payload: dict) -> None:
     payload["medians"] = medians(payload["rows"])
     payload["speed_ratios"] = [{"dataset": k[0], "rate": k[1], **v} for k, v in sorted(speed_ratios(payload["rows"]).items())]
-    atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=1, default=_json_default) + "\n")
-    atomic_write_text(out_dir / f"{stem}.md", render_md(payload))
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    write_results(out_dir, stem, payload, render_md(payload))
 
 
 # ----------------------------------------------------------------------------------------
@@ -547,10 +495,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log("adversarial-robustness-toolbox does not import: running without the ART comparator")
     stem = "backdoor_spectral_quick" if args.quick else "backdoor_spectral"
     if args.render_only:
-        payload = json.loads((args.out / f"{stem}.json").read_text(encoding="utf-8"))
-        if args.notes and args.notes.is_file():
-            payload["notes"] = args.notes.read_text(encoding="utf-8").strip().splitlines()
-        write(args.out, stem, payload)
+        write(args.out, stem, load_for_render(args.out / f"{stem}.json", args.notes))
         log(f"re-rendered {args.out / (stem + '.md')}")
         return 0
     payload: dict = {"benchmark": "backdoor_spectral", "complete": False, "environment": environment(args, art_version),
