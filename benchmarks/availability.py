@@ -12,7 +12,8 @@ split, the attack and the model):
   stratified); the victim trains on the other 70% plus the inserted points. Also the attack's
   default without validation data (cross-validation on the training set it poisons).
 * ``regression``  -- diabetes scaled to [0, 1] (training ranges); ridge; StatP and OptP at 20%;
-  TRIM (automatic clean count), scikit-learn's HuberRegressor and RANSACRegressor on the OptP set.
+  TRIM (automatic clean count), scikit-learn's HuberRegressor and RANSACRegressor on the OptP set;
+  an oracle OptP told the test set, as an upper reference on the damage the protocol allows.
 * ``itlm``        -- iterative trimmed loss (automatic keep fraction) after 30% adversarial flips
   on digits 1-vs-7.
 * ``certify``     -- Steinhardt et al. 2017 upper bound vs the minimax candidate attack (oracle
@@ -157,6 +158,11 @@ def regression(seeds: list[int]) -> tuple[list[dict], list[tuple]]:
         row["n_poison"] = int(np.sum(opt.is_poison))
         row["optp_ratio"] = mse(LinearRegressor("ridge").fit(opt)) / clean
         row["statp_ratio"] = mse(LinearRegressor("ridge").fit(stat)) / clean
+        # Upper reference, not an attack a real adversary can run: OptP told the *test* set and
+        # maximising the test MSE itself. No attacker with 20% points in the box does better (up to
+        # the optimiser), so it shows how much damage this protocol allows at all.
+        oracle = OptP(poison_rate=0.2).poison(tr, random_state=seed, validation=te).dataset
+        row["oracle_ratio"] = mse(LinearRegressor("ridge").fit(oracle)) / clean
         for name, ds in (("optp", opt), ("statp", stat)):
             X, y = np.asarray(ds.X, dtype=np.float64), np.asarray(ds.y)
             t0 = time.perf_counter()
@@ -171,7 +177,8 @@ def regression(seeds: list[int]) -> tuple[list[dict], list[tuple]]:
             f"TRIM x{row['trim_ratio|optp']:.3f} Huber x{row['huber_ratio|optp']:.2f} RANSAC x{row['ransac_ratio|optp']:.2f}")
     g = {k: median(r[k] for r in rows) for k in rows[0] if k not in ("dataset", "seed")}
     checks = [
-        ("diabetes: OptP 20% raises ridge test MSE ≥ 5×", g["optp_ratio"] >= 5.0, f"{g['optp_ratio']:.2f}×"),
+        ("diabetes: OptP 20% raises ridge test MSE ≥ 5×", g["optp_ratio"] >= 5.0,
+         f"{g['optp_ratio']:.2f}× (oracle told the test set: {g['oracle_ratio']:.2f}×)"),
         ("diabetes: StatP 20% raises ridge test MSE ≥ 2×", g["statp_ratio"] >= 2.0, f"{g['statp_ratio']:.2f}×"),
         ("diabetes: TRIM at 20% OptP ≤ 1.15× clean MSE", g["trim_ratio|optp"] <= 1.15, f"{g['trim_ratio|optp']:.3f}×"),
         ("diabetes: TRIM beats Huber and RANSAC at 20% OptP",
@@ -355,8 +362,12 @@ def render_md(payload: dict) -> str:
                                                 "cv_poisoned_error", "n_poison", "seconds"])
         L.append("")
     if "regression" in sec:
-        L += ["## Regression poisoning on diabetes (ridge, test MSE ÷ clean test MSE)", ""]
-        L += _table(sec["regression"]["rows"], ["clean_mse", "optp_ratio", "statp_ratio", "trim_ratio|optp",
+        L += ["## Regression poisoning on diabetes (ridge, test MSE ÷ clean test MSE)", "",
+              "`oracle_ratio` is an upper reference, not a realistic attack: OptP given the test set as its "
+              "validation data, i.e. maximising the very test MSE the table reports. It bounds (up to the "
+              "optimiser) what any attacker with the same 20% of points in the [0, 1] box can do to this victim.",
+              ""]
+        L += _table(sec["regression"]["rows"], ["clean_mse", "optp_ratio", "oracle_ratio", "statp_ratio", "trim_ratio|optp",
                                                   "huber_ratio|optp", "ransac_ratio|optp", "trim_ratio|statp",
                                                   "huber_ratio|statp", "ransac_ratio|statp", "trim_poison_kept|optp",
                                                   "n_poison", "optp_s"])
