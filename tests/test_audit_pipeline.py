@@ -52,7 +52,9 @@ def test_policy_yaml_round_trip_and_defaults(tmp_path):
     p = Policy.default()
     f = tmp_path / "policy.yaml"
     f.write_text(p.to_yaml())
-    assert Policy.from_yaml(f) == p
+    assert Policy.from_yaml(f) == p and p.detectors == "auto"
+    f.write_text("detection:\n  detectors: Auto\n")
+    assert Policy.from_yaml(f).detectors == "auto"
     f.write_text("flagged:\n  max_share: 0.2\ncontributors:\n  reputation: false\ndetection:\n  detectors: [knn, spectre]\n")
     q = Policy.from_yaml(f)
     assert q.max_flagged_share == 0.2 and q.reputation is False and q.detectors == ("knn", "spectre")
@@ -481,6 +483,10 @@ def test_progress_goes_to_stderr_and_a_given_model_is_read(capsys):
     model = Identity()
     r = run_audit(ds, name="bc", model=model, layer="fc1", progress=True)
     assert model.calls == ["fc1"] and r.summary["representation"] == "model layer 'fc1'"
+    # a network's features: the default ensemble adds spectral signatures (not on raw columns)
+    assert r.summary["detectors"] == ["robust-distance", "knn", "confident-learning", "spectral"]
+    assert run_audit(ds, name="bc", progress=False).summary["detectors"] == ["robust-distance", "knn",
+                                                                             "confident-learning"]
     assert capsys.readouterr().out == ""
     with pytest.raises(ConfigError, match="features"):
         run_audit(ds, name="bc", model=object(), progress=False)

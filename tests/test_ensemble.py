@@ -80,6 +80,8 @@ def test_each_kind_of_evidence_is_one_vote():
 
     assert create("detector", "knn").evidence == create("detector", "confident-learning").evidence == "labels"
     assert create("detector", "robust-distance").evidence == create("detector", "spectre").evidence == "features"
+    assert create("detector", "spectral").evidence == create("detector", "activation-clustering").evidence \
+        == "subpopulation"
 
 
 def test_default_flags_score_rule_or_votes():
@@ -128,3 +130,51 @@ def test_on_member_reports_each_member_before_it_runs():
     seen = []
     Ensemble(["knn", "robust-distance"]).fit(_toy(), on_member=lambda name, i, n: seen.append((name, i, n)))
     assert seen == [("knn", 0, 2), ("robust-distance", 1, 2)]
+
+
+def test_auto_members_add_spectral_on_learnt_features_only():
+    ds = _toy(120)
+    raw = Ensemble().fit(ds)
+    assert list(raw.member_scores_.columns) == ["robust-distance", "knn", "confident-learning"]
+    assert raw.learnt_ is False
+    learnt = Ensemble().fit(ds, learnt=True)  # e.g. features= computed by the user's own network
+    assert list(learnt.member_scores_.columns) == ["robust-distance", "knn", "confident-learning", "spectral"]
+    assert Ensemble().member_names(learnt=True)[-1] == "spectral"
+    # an explicit list is taken as given whatever the representation
+    assert list(Ensemble(["knn"]).fit(ds, learnt=True).member_scores_.columns) == ["knn"]
+    with pytest.raises(ConfigError, match="'auto' or a non-empty list"):
+        Ensemble("spectral").fit(ds)
+    # spectral is its own kind of evidence: one full voice next to features and labels
+    assert learnt.weights_ == {"robust-distance": 1.0, "knn": 0.5, "confident-learning": 0.5, "spectral": 1.0}
+
+
+def test_z_scored_member_is_not_recalibrated():
+    """The split spectral score already is a robust z: the ensemble clips it at 0 and uses it as it is."""
+    ds = _toy(120)
+    ens = Ensemble().fit(ds, learnt=True)
+    spec = ens.members_["spectral"]
+    assert spec.z_scored and spec.score == "split"
+    assert np.array_equal(ens.member_z_["spectral"].to_numpy(), spec.scores_)
+    assert np.allclose(ens.member_z_["knn"].to_numpy(), upper_z(ens.members_["knn"].scores_))
+    from mithridate.defenses.detect.spectral import SpectralSignatures
+
+    assert not SpectralSignatures(score="paper").z_scored
+
+
+def test_subpopulation_flags_are_not_votes():
+    """A split class's whole group flagged by a subpopulation detector does not count as a vote."""
+    ds = _toy(50)
+    f_sub = np.zeros(50, bool)
+    f_b = np.zeros(50, bool)
+    f_c = np.zeros(50, bool)
+    f_sub[[1, 2, 3]] = True
+    f_b[[1, 2]] = True
+    f_c[[2]] = True
+    sub = _Fixed("sub", np.zeros(50), f_sub)
+    sub.evidence = "subpopulation"
+    ens = Ensemble([sub, _Fixed("b", np.zeros(50), f_b), _Fixed("c", np.zeros(50), f_c)]).fit(ds)
+    assert ens.voters() == ["b", "c"]
+    assert np.flatnonzero(ens.flag()).tolist() == [2]  # sample 1 has sub + b only
+    # with a single voter left, votes alone never flag
+    ens1 = Ensemble([sub, _Fixed("b", np.zeros(50), f_b)]).fit(ds)
+    assert not ens1.flag().any()

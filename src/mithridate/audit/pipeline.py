@@ -811,12 +811,14 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     with steps.step("computing features"):
-        feats, representation, _ = _features(ds, feature_mode, model, layer, seed_from(rng), progress, steps)
-    with steps.step(f"running detectors ({', '.join(pol.detectors)})"):
-        ens = Ensemble(detectors=list(pol.detectors))
+        feats, representation, feature_model = _features(ds, feature_mode, model, layer, seed_from(rng), progress,
+                                                         steps)
+    learnt = feature_model is not None
+    ens = Ensemble(detectors=pol.detectors if isinstance(pol.detectors, str) else list(pol.detectors))
+    with steps.step(f"running detectors ({', '.join(map(str, ens.member_names(learnt)))})"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary
-            ens.fit(ds, features=feats,
+            ens.fit(ds, features=feats, learnt=learnt,
                     on_member=lambda m, i, n: steps.describe(f"running detectors: {m} ({i + 1} of {n})"))
         flags = np.asarray(ens.default_flags(), dtype=bool)
         member_flags = ens.member_flags()

@@ -40,7 +40,7 @@ check)::
 
     version: 1
     detection:
-      detectors: [robust-distance, knn, confident-learning]   # the ensemble members
+      detectors: auto              # the ensemble members, or a list: [robust-distance, knn, ...]
       roni: false                  # also run leave-contributor-out RONI (slower, stronger)
     flagged:
       max_share: 0.15              # all samples
@@ -80,7 +80,7 @@ from typing import Any, Mapping, Optional, Union
 from mithridate.errors import ConfigError
 
 POLICY_VERSION = 1
-DEFAULT_DETECTORS = ("robust-distance", "knn", "confident-learning")
+DEFAULT_DETECTORS = "auto"  # the ensemble's default members (see Ensemble)
 
 #: YAML section -> {YAML key: Policy field}
 SECTIONS: dict = {
@@ -159,8 +159,10 @@ class Policy:
         Largest share of flagged samples among the samples new since the previous version.
     min_new_samples : int, default=50
         New samples needed before ``max_new_flagged_share`` applies.
-    detectors : tuple of str, default=("robust-distance", "knn", "confident-learning")
-        Members of the detector ensemble (registry names).
+    detectors : "auto" or tuple of str, default="auto"
+        Members of the detector ensemble (registry names). ``"auto"``: the ensemble's default —
+        robust distance, kNN label consistency and confident learning, plus spectral signatures
+        when the features come from a network (images).
     roni : bool, default=False
         Also run leave-contributor-out RONI and fail on a contributor with a significantly
         negative impact.
@@ -186,7 +188,7 @@ class Policy:
     max_relabelled_share: Optional[float] = 0.01
     max_new_flagged_share: Optional[float] = 0.25
     min_new_samples: int = 50
-    detectors: tuple = field(default=DEFAULT_DETECTORS)
+    detectors: Union[str, tuple] = DEFAULT_DETECTORS
     roni: bool = False
 
     def __post_init__(self) -> None:
@@ -209,8 +211,11 @@ class Policy:
             raise ConfigError(f"policy: credible_level must be in (0, 1), got {lvl!r}")
         object.__setattr__(self, "credible_level", float(lvl))
         dets = self.detectors
+        if isinstance(dets, str) and dets.strip().lower() == "auto":
+            object.__setattr__(self, "detectors", "auto")
+            return
         if isinstance(dets, str) or not isinstance(dets, (list, tuple)) or not dets:
-            raise ConfigError(f"policy: detectors must be a non-empty list of detector names, got {dets!r}")
+            raise ConfigError(f"policy: detectors must be 'auto' or a non-empty list of detector names, got {dets!r}")
         if not all(isinstance(d, str) and d.strip() for d in dets):
             raise ConfigError(f"policy: detectors must be detector names (strings), got {list(dets)!r}")
         if len({d.lower() for d in dets}) != len(dets):

@@ -190,6 +190,7 @@ class ActivationClustering(Detector):
     """
 
     name = "activation-clustering"
+    evidence = "subpopulation"
 
     def __init__(self, layer: str = "penultimate", n_components: int = 10, reduce: str = "ica",
                  rule: str = "combined", size_threshold: float = 0.35, silhouette_threshold: float = 0.15,

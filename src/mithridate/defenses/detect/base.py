@@ -22,8 +22,8 @@ class Detector:
     ----------
     scores_ : ndarray of shape (n_samples,)
         Suspicion per sample; higher means more likely poisoned.
-    evidence : {"features", "labels"}
-        Class attribute: whether the score is about labels disagreeing with the features.
+    evidence : {"features", "labels", "subpopulation"}
+        Class attribute: what kind of evidence the score reads (see below).
     ids_ : ndarray
         The dataset ids the scores belong to.
     """
@@ -31,7 +31,9 @@ class Detector:
     name = "detector"
     layer: Optional[str] = "penultimate"
     #: What the score reads: ``"labels"`` for detectors of labels that disagree with the features
-    #: (kNN label consistency, confident learning, data values), ``"features"`` for the others.
+    #: (kNN label consistency, confident learning, data values); ``"subpopulation"`` for detectors
+    #: of a class that splits into two groups (spectral signatures, activation clustering);
+    #: ``"features"`` for the others (a sample unusual in itself: robust distance, outliers).
     #: The ensemble weighs each kind as one voice (see :class:`~mithridate.defenses.detect.ensemble.Ensemble`).
     evidence = "features"
 

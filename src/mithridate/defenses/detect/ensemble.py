@@ -50,6 +50,8 @@ from mithridate.defenses.detect.base import Detector
 from mithridate.errors import ConfigError, MithridateError
 
 DEFAULT_MEMBERS = ("robust-distance", "knn", "confident-learning")
+#: Added to the default members when the features are a network's learnt representation.
+LEARNT_MEMBERS = ("spectral",)
 WEIGHTINGS = ("evidence", "equal")
 
 
@@ -73,8 +75,14 @@ class Ensemble(Detector):
 
     Parameters
     ----------
-    detectors : sequence of str or Detector, default=("robust-distance", "knn", "confident-learning")
+    detectors : "auto" or sequence of str or Detector, default="auto"
         Members, as registry names or detector instances (instances are used as given).
+        ``"auto"``: robust distance, kNN label consistency and confident learning, plus spectral
+        signatures when the features are a network's learnt representation (``fit(...,
+        learnt=...)``; by default, when a model is passed). Spectral signatures look for a class
+        that splits into two groups, which is how a backdoor shows in a network's penultimate
+        layer (Tran et al. 2018); on raw table columns a class's natural sub-populations split
+        the same way, so it only joins on learnt features.
     weighting : {"evidence", "equal"}, default="evidence"
         ``"evidence"``: each kind of evidence (:attr:`Detector.evidence`) weighs one in total,
         shared by its members; ``"equal"``: every member weighs one.
@@ -132,7 +140,7 @@ class Ensemble(Detector):
 
     name = "ensemble"
 
-    def __init__(self, detectors: Sequence[Union[str, Detector]] = DEFAULT_MEMBERS, layer: str = "penultimate",
+    def __init__(self, detectors: Union[str, Sequence[Union[str, Detector]]] = "auto", layer: str = "penultimate",
                  z_threshold: float = 3.0, min_votes: int = 2, skip_failed: bool = True, weighting: str = "evidence"):
         self.weighting = weighting
         self.detectors = detectors
@@ -141,13 +149,20 @@ class Ensemble(Detector):
         self.min_votes = min_votes
         self.skip_failed = skip_failed
 
-    def _members(self) -> list[tuple[str, Detector]]:
+    def member_names(self, learnt: bool) -> list:
+        """The members :meth:`fit` runs (``"auto"`` resolved for ``learnt`` features)."""
+        if isinstance(self.detectors, str) and self.detectors.lower() == "auto":
+            return list(DEFAULT_MEMBERS) + (list(LEARNT_MEMBERS) if learnt else [])
+        if isinstance(self.detectors, (str, Detector)) or not len(self.detectors):
+            raise ConfigError("detectors must be 'auto' or a non-empty list of detector names or instances, "
+                              f"got {self.detectors!r}")
+        return list(self.detectors)
+
+    def _members(self, learnt: bool) -> list[tuple[str, Detector]]:
         from mithridate import registry
 
-        if isinstance(self.detectors, (str, Detector)) or not len(self.detectors):
-            raise ConfigError("detectors must be a non-empty list of detector names or instances")
         out, seen = [], set()
-        for d in self.detectors:
+        for d in self.member_names(learnt):
             if isinstance(d, Detector):
                 name, det = d.name, d
             elif isinstance(d, str):
@@ -164,17 +179,21 @@ class Ensemble(Detector):
         return out
 
     def fit(self, dataset: Dataset, model: Any = None, *, features: Optional[np.ndarray] = None,
+            learnt: Optional[bool] = None,
             on_member: Optional[Callable[[str, int, int], None]] = None) -> "Ensemble":
         """Fit every member on the same representation and combine (see the module docstring).
 
-        ``on_member(name, i, n)``, when given, is called before member ``i`` (0-based) of ``n``
-        starts -- for a progress display.
+        ``learnt``: whether the features are a network's learnt representation (it decides the
+        ``"auto"`` members); default: True when ``model`` is given. Pass it when you give
+        ``features=`` computed by a network yourself. ``on_member(name, i, n)``, when given, is
+        called before member ``i`` (0-based) of ``n`` starts -- for a progress display.
         """
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        members = self._members()
+        self.learnt_ = bool(model is not None) if learnt is None else bool(learnt)
+        members = self._members(self.learnt_)
         features = self.checked_features(dataset, model, features)
         raw, fitted, skipped, seconds = {}, {}, {}, {}
         for i, (name, det) in enumerate(members):
@@ -198,7 +217,11 @@ class Ensemble(Detector):
         self.skipped_ = skipped
         self.seconds_ = seconds
         self.member_scores_ = pd.DataFrame(raw)
-        self.member_z_ = pd.DataFrame({k: upper_z(v) for k, v in raw.items()})
+        # a member whose score already is a robust z-score (spectral signatures) is used as it is:
+        # recalibrating it from its median and 90th percentile over *all* classes would shrink a
+        # split class's z by the spread of the others
+        self.member_z_ = pd.DataFrame({k: raw[k] if getattr(fitted[k], "z_scored", False) else upper_z(raw[k])
+                                       for k in raw})
         kinds = {k: getattr(d, "evidence", "features") for k, d in fitted.items()}
         if self.weighting == "evidence":
             self.weights_ = {k: 1.0 / sum(1 for v in kinds.values() if v == kinds[k]) for k in fitted}
@@ -212,12 +235,24 @@ class Ensemble(Detector):
         return self
 
     def default_flags(self) -> np.ndarray:
-        """``z_ > z_threshold`` or at least ``min_votes`` members' own flags."""
+        """``z_ > z_threshold`` or at least ``min_votes`` members' own flags (of :meth:`voters`)."""
         flags = self.z_ > float(self.z_threshold)
-        votes = self.member_flags().sum(axis=1).to_numpy()
-        if len(self.members_) >= int(self.min_votes):
+        voters = self.voters()
+        votes = self.member_flags()[voters].sum(axis=1).to_numpy()
+        if len(voters) >= int(self.min_votes):
             flags = flags | (votes >= int(self.min_votes))
         return flags
+
+    def voters(self) -> list:
+        """Members whose own flags count as votes: all but ``"subpopulation"`` detectors.
+
+        A subpopulation detector (spectral signatures) flags a whole group of a class when the
+        class splits in two; a class with two natural styles splits as sharply as a backdoored
+        one (digits: the handwritten 1s split with a 2-means variance share up to 0.92, a
+        BadNets target class 0.87-0.96), so its flag is not an independent vote. Its evidence
+        still enters the ensemble score, where it adds to the other members'."""
+        self._check_fitted()
+        return [k for k, d in self.members_.items() if getattr(d, "evidence", "features") != "subpopulation"]
 
     def member_flags(self) -> pd.DataFrame:
         """Each member's own budget-free flags (its default rule), one column per member."""

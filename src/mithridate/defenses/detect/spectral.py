@@ -105,6 +105,7 @@ class SpectralSignatures(Detector):
     """
 
     name = "spectral"
+    evidence = "subpopulation"
 
     def __init__(self, layer: str = "penultimate", n_directions: int = 1, score: str = "split",
                  z_threshold: float = 4.0, n_candidates: int = 3, min_separation: float = 0.75,
@@ -116,6 +117,12 @@ class SpectralSignatures(Detector):
         self.n_candidates = n_candidates
         self.min_separation = min_separation
         self.minority_share = minority_share
+
+    @property
+    def z_scored(self) -> bool:
+        """Whether :attr:`scores_` already is a robust z-score (``score="split"``); the ensemble
+        then uses it without recalibrating."""
+        return self.score == "split"
 
     def _score(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
         if self.score not in ("split", "robust", "paper"):
