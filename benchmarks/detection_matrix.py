@@ -408,7 +408,9 @@ def run_case(case: Case, splits, seed: int, names: list[str], args, compare_art:
         else:
             log(f"  {name:22s} AUROC {row['auroc']:.3f}  P@budget {row['precision_at_budget']:.3f}  "
                 f"F1 {row['f1']:.3f} (flagged {row['n_flagged']})  {row['seconds']:.2f}s")
-    if image and compare_art:
+    # comparators run only beside the detector they are compared with, so that a partial rerun
+    # (--detectors ensemble --replace) keeps the comparator rows measured with that detector
+    if image and compare_art and {"spectral", "activation-clustering"} & set(names):
         for row in art_rows(model, poisoning, feats, truth, case, n_classes, seed, args.timing_repeats):
             rows.append(row)
             if "error" in row:
@@ -417,7 +419,7 @@ def run_case(case: Case, splits, seed: int, names: list[str], args, compare_art:
                 log(f"  {row['detector']:22s} AUROC {row['auroc']:.3f}  P@budget {row['precision_at_budget']:.3f}  "
                     f"F1 {row['f1']:.3f} (flagged {row['n_flagged']})  scoring {row['seconds']:.2f}s "
                     f"(+ features {row['seconds_features']:.2f}s)")
-    if not image and compare_cl:
+    if not image and compare_cl and "confident-learning" in names:
         row = cleanlab_row(fitted.get("confident-learning"), truth)
         rows.append(row)
         if "error" not in row:
