@@ -20,7 +20,7 @@ The default ``score="split"`` keeps the spectral machinery and fixes both (see
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import scipy.linalg
@@ -163,6 +163,9 @@ class SpectralSignatures(Detector):
     def _score_split(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
         n, d = F.shape
         mu = F.mean(axis=0, dtype=np.float64)
+        # float32 features are centred and multiplied in float32 (half the time of float64 BLAS;
+        # the d x d statistics are accumulated and decomposed in float64)
+        work = np.float32 if F.dtype == np.float32 else np.float64
         # one pass over the data: each class's centred block and scatter; the global covariance
         # (and the fourth moments Ledoit-Wolf needs) follow from them without another n x d^2 product
         blocks, total, norm4 = [], np.zeros((d, d)), 0.0
@@ -171,10 +174,11 @@ class SpectralSignatures(Detector):
             R = F[idx]
             mean_c = R.mean(axis=0, dtype=np.float64)
             shift = mean_c - mu
-            centred = np.subtract(R, mean_c, dtype=np.float64)  # float64 without a full copy of F
-            scatter = centred.T @ centred
+            centred = np.subtract(R, mean_c.astype(work), dtype=work)
+            scatter = (centred.T @ centred).astype(np.float64)
             total += scatter + len(idx) * np.outer(shift, shift)
-            sq = np.einsum("ij,ij->i", centred, centred) + 2.0 * (centred @ shift) + float(shift @ shift)
+            sq = (np.einsum("ij,ij->i", centred, centred).astype(np.float64)
+                  + 2.0 * (centred @ shift.astype(work)) + float(shift @ shift))
             norm4 += float(sq @ sq)  # sum of ||x - mean||^4 over the class
             blocks.append((int(c), idx, centred, scatter))
         back = _whitener(total / n, norm4, n)  # d x d' (None: no variance at all)
@@ -183,22 +187,20 @@ class SpectralSignatures(Detector):
         for c, idx, centred, scatter in blocks:
             if len(idx) < 3:
                 continue
-            best = None
             spaces = [("raw", scatter, None)]
             if back is not None:
                 spaces.append(("whitened", back.T @ scatter @ back, back))
             funcs, names = [], []
             for space, S, B in spaces:
-                V = _top_eigvecs(S, int(self.n_candidates))
+                V = _top_eigvecs(S, int(self.n_candidates), dtype=work)
                 funcs.append(V.T if B is None else B @ V.T)  # input-space functionals, d x k
                 names += [(space, j) for j in range(V.shape[0])]
             A = np.concatenate(funcs, axis=1)
-            P = centred @ A  # all candidate projections in one pass over the class
-            for col, (space, j) in enumerate(names):
-                cut, sep = _two_means_1d(P[:, col])
-                if best is None or sep > best[0]:
-                    best = (sep, space, j, P[:, col], cut, A[:, col])
-            sep, space, j, p, cut, direction = best
+            P = (centred @ A.astype(work)).astype(np.float64)  # all candidate projections in one pass
+            cuts, seps = _two_means_columns(P)
+            col = int(np.argmax(seps))  # the first of equal shares, as a scan would keep it
+            space, j = names[col]
+            sep, p, cut, direction = float(seps[col]), P[:, col], float(cuts[col]), A[:, col]
             high = p > cut
             oriented = sep >= float(self.min_separation) and 0 < int(high.sum()) < len(p)
             if oriented:
@@ -229,9 +231,10 @@ class SpectralSignatures(Detector):
         for group in (idx[high], idx[~high]):
             if len(group) > cap:
                 group = group[np.linspace(0, len(group) - 1, cap).astype(np.int64)]
-            G = np.subtract(F[group], mu, dtype=np.float64)
+            work = np.float32 if F.dtype == np.float32 else np.float64
+            G = np.subtract(F[group], mu.astype(work), dtype=work)
             if back is not None:
-                G = G @ back
+                G = G @ back.astype(work)
             medians.append(float(np.median((G**2).sum(axis=1))))
         return medians[0] > medians[1]
 
@@ -247,12 +250,14 @@ def _top_directions(centred: np.ndarray, k: int) -> np.ndarray:
     return _top_eigvecs(centred.T @ centred, min(int(k), centred.shape[0]))
 
 
-def _top_eigvecs(S: np.ndarray, k: int) -> np.ndarray:
-    """Top ``k`` eigenvectors of the symmetric matrix ``S``, largest first, as a (k, d) array."""
+def _top_eigvecs(S: np.ndarray, k: int, dtype: Any = np.float64) -> np.ndarray:
+    """Top ``k`` eigenvectors of the symmetric matrix ``S``, largest first, as a (k, d) float64
+    array; computed in ``dtype`` (float32: LAPACK's single-precision driver, ~1.5x faster)."""
     d = S.shape[0]
     kk = max(1, min(int(k), d))
-    _, evecs = scipy.linalg.eigh(S, subset_by_index=[d - kk, d - 1], driver="evr", check_finite=False)
-    return evecs[:, ::-1].T
+    _, evecs = scipy.linalg.eigh(np.asarray(S, dtype=dtype), subset_by_index=[d - kk, d - 1], driver="evr",
+                                 check_finite=False)
+    return evecs[:, ::-1].T.astype(np.float64)
 
 
 def _whitener(cov: np.ndarray, sum_norm4: float, n: int) -> Optional[np.ndarray]:
@@ -273,6 +278,16 @@ def _whitener(cov: np.ndarray, sum_norm4: float, n: int) -> Optional[np.ndarray]
     delta = (frob2 - 2.0 * m * float(np.trace(cov)) + d * m**2) / d
     shrink = 0.0 if beta <= 0 or delta <= 0 else min(beta, delta) / delta
     shrunk = (1.0 - shrink) * cov + shrink * m * np.eye(d)
+    # Cholesky whitening: B = L^-T gives B' C B = I; any whitener works, since the functionals
+    # B v of the top eigenvectors v of B' S B (the generalized eigenvectors of S and C) do not
+    # depend on the choice; eigendecomposition only when C is (numerically) singular
+    try:
+        L = np.linalg.cholesky(shrunk)
+        diag = np.diag(L)
+        if diag.min() > 1e-6 * diag.max():
+            return scipy.linalg.solve_triangular(L, np.eye(d), lower=True, check_finite=False).T
+    except np.linalg.LinAlgError:
+        pass
     evals, evecs = np.linalg.eigh(shrunk)
     keep = evals > 1e-12 * evals.max()
     return evecs[:, keep] / np.sqrt(evals[keep])
@@ -281,17 +296,26 @@ def _whitener(cov: np.ndarray, sum_norm4: float, n: int) -> Optional[np.ndarray]
 def _two_means_1d(p: np.ndarray) -> tuple[float, float]:
     """Exact 1-D 2-means: the cut that maximises the between-group sum of squares, and the share
     of the total sum of squares it explains (0 when all values are equal)."""
-    s = np.sort(p)
-    n = len(s)
+    cuts, shares = _two_means_columns(np.asarray(p, dtype=np.float64).reshape(-1, 1))
+    return float(cuts[0]), float(shares[0])
+
+
+def _two_means_columns(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_two_means_1d` of every column of ``P`` (n x k) at once: cuts and shares, (k,) each."""
+    n, k = P.shape
     if n < 2:
-        return float(s[0]) if n else 0.0, 0.0
-    total = float(((s - s.mean()) ** 2).sum())
-    if not total > 0:
-        return float(s[0]), 0.0
-    cs = np.cumsum(s)
-    k = np.arange(1, n)
-    m_low = cs[:-1] / k
-    m_high = (cs[-1] - cs[:-1]) / (n - k)
-    between = k * (n - k) / n * (m_low - m_high) ** 2
-    j = int(np.argmax(between))
-    return float((s[j] + s[j + 1]) / 2), float(between[j] / total)
+        return (P[0].astype(np.float64) if n else np.zeros(k)), np.zeros(k)
+    S = np.sort(P, axis=0)
+    total = ((S - S.mean(axis=0)) ** 2).sum(axis=0)
+    cs = np.cumsum(S, axis=0)
+    m = np.arange(1, n, dtype=np.float64)[:, None]
+    m_low = cs[:-1] / m
+    m_high = (cs[-1] - cs[:-1]) / (n - m)
+    between = m * (n - m) / n * (m_low - m_high) ** 2
+    j = np.argmax(between, axis=0)
+    cols = np.arange(k)
+    cuts = (S[j, cols] + S[j + 1, cols]) / 2
+    ok = total > 0
+    shares = np.where(ok, between[j, cols] / np.where(ok, total, 1.0), 0.0)
+    cuts = np.where(ok, cuts, S[0])
+    return cuts, shares
