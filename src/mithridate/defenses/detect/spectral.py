@@ -163,9 +163,9 @@ class SpectralSignatures(Detector):
     def _score_split(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
         n, d = F.shape
         mu = F.mean(axis=0, dtype=np.float64)
-        # float32 features are centred and multiplied in float32 (half the time of float64 BLAS;
-        # the d x d statistics are accumulated and decomposed in float64)
-        work = np.float32 if F.dtype == np.float32 else np.float64
+        # float32 features (the Detector contract) are centred, projected and eigendecomposed in
+        # float32 (about 1.5x faster); the d x d statistics are accumulated in float64
+        work = _work_dtype(F)
         # one pass over the data: each class's centred block and scatter; the global covariance
         # (and the fourth moments Ledoit-Wolf needs) follow from them without another n x d^2 product
         blocks, total, norm4 = [], np.zeros((d, d)), 0.0
@@ -231,7 +231,7 @@ class SpectralSignatures(Detector):
         for group in (idx[high], idx[~high]):
             if len(group) > cap:
                 group = group[np.linspace(0, len(group) - 1, cap).astype(np.int64)]
-            work = np.float32 if F.dtype == np.float32 else np.float64
+            work = _work_dtype(F)
             G = np.subtract(F[group], mu.astype(work), dtype=work)
             if back is not None:
                 G = G @ back.astype(work)
@@ -241,6 +241,11 @@ class SpectralSignatures(Detector):
     def _flag_budget(self, budget: float) -> np.ndarray:
         """Per class, flag the top ceil(1.5 * budget * n_c) scores (Tran et al.)."""
         return per_class_budget_mask(self.scores_, self.y_, 1.5 * budget)
+
+
+def _work_dtype(F: np.ndarray) -> Any:
+    """float32 for float32 features, else float64: the precision the split score computes in."""
+    return np.float32 if F.dtype == np.float32 else np.float64
 
 
 def _top_directions(centred: np.ndarray, k: int) -> np.ndarray:
