@@ -641,7 +641,7 @@ def attack_gradient(
 # detect ---------------------------------------------------------------------------------------
 @app.command()
 def detect(
-    detector: Optional[str] = typer.Argument(None, help="Detector name (see --list); `ensemble` (SPECTRE + kNN + confident learning) is the recommended default."),
+    detector: Optional[str] = typer.Argument(None, help="Detector name (see --list); `ensemble` (robust distance + kNN + confident learning, plus spectral signatures on a network's features) is the recommended default."),
     data: Optional[str] = typer.Argument(None, help="A bundled dataset name or a path (.npz, table with --label, IDX or image folder)."),
     list_: bool = typer.Option(False, "--list", help="List the detectors and exit."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA when the detector reads a model."),
