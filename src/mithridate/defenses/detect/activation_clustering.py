@@ -75,9 +75,9 @@ from mithridate.utils import RandomState, check_random_state, seed_from
 RULES = ("size", "silhouette", "exclusionary", "combined")
 REDUCTIONS = ("ica", "pca")
 MIN_CLASS_SIZE = 4  # k-means with k = 2 and a silhouette need a few points per cluster
-_SEARCH_SAMPLE = 500  # k-means starts run on at most this many points of a class, then refine on all
+_SEARCH_SAMPLE = 1000  # k-means starts run on at most this many points of a class, then refine on all
 _SEARCH_ITER = 20  # iterations of the many-start search (the best starts then run to convergence)
-_REFINE_STARTS = 1  # starts refined on all points after the search
+_REFINE_STARTS = 4  # best starts of the search refined on all points; the lowest full-data WCSS is kept
 
 
 class ActivationClustering(Detector):
@@ -484,10 +484,13 @@ def kmeans2_many(Zs: list, *, n_init: int = 32, max_iter: int = 100, random_stat
     Starts: ``n_init`` k-means++ seedings plus one split at the mean along each column. With two
     centres the assignment is a hyperplane test, so an iteration of every start of every class is
     a few batched matrix products (classes are zero-padded to a common size and masked). The
-    starts run on at most 500 points of each class (a random subset beyond it) for at most 20
-    iterations; the one with the lowest within-cluster sum of squares is then iterated on all
-    points until it converges (see :func:`_lloyd_many`) or ``max_iter``. Returns per class the
-    labels and the centres (2, d).
+    starts run on at most 1,000 points of each class (a random subset beyond it) for at most 20
+    iterations; the 4 with the lowest within-cluster sum of squares there are then iterated on
+    all points until they converge (see :func:`_lloyd_many`) or ``max_iter``, and the one with the
+    lowest sum of squares on all points is kept. (Refining a single start found on 500 points
+    kept a worse split in 60 of 70 Fashion-MNIST classes of 1,000-2,000 images, and on BadNets 1%
+    isolated 22 of the 100 poisons where the better split holds 97.) Returns per class the labels
+    and the centres (2, d).
     """
     rng = check_random_state(random_state)
     Zs = [np.asarray(Z, dtype=np.float64) for Z in Zs]
