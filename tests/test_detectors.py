@@ -170,37 +170,35 @@ def test_two_means_columns_is_the_exact_best_cut_of_each_column():
     assert shares[2] == 0.0 and shares[1] > 0.9  # a constant column; the planted 10-of-40 group
 
 
-def _half_poisoned(seed=0, frac=0.55, n=300, d=16):
+def _poisoned_class0(seed, groups, n, d=16):
+    """Four Gaussian classes; class 0's first samples are poisons, shifted group by group:
+    ``groups`` = [(share of the class, coordinate, shift), ...], the other classes untouched."""
+    rng = np.random.default_rng(seed)
+    X, y, poison = [], [], []
+    for c in range(4):
+        F = rng.normal(size=d) * 2 + rng.normal(size=(n, d))
+        p = np.zeros(n, bool)
+        if c == 0:
+            start = 0
+            for share, coord, shift in groups:
+                stop = start + int(share * n)
+                F[start:stop, coord] += shift  # a "trigger" coordinate, zero-mean noise elsewhere
+                start = stop
+            p[:start] = True
+        X.append(F)
+        y += [c] * n
+        poison.append(p)
+    return Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+
+
+def _half_poisoned(seed=0, frac=0.55, n=300):
     """Class 0 is `frac` poison: a triggered group the other classes do not share."""
-    rng = np.random.default_rng(seed)
-    X, y, poison = [], [], []
-    for c in range(4):
-        F = rng.normal(size=d) * 2 + rng.normal(size=(n, d))
-        p = np.zeros(n, bool)
-        if c == 0:
-            p[: int(frac * n)] = True
-            F[p, 0] += 6.0  # the "trigger" coordinate, zero-mean noise elsewhere in the data
-        X.append(F)
-        y += [c] * n
-        poison.append(p)
-    return Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+    return _poisoned_class0(seed, [(frac, 0, 6.0)], n)
 
 
-def _two_poison_groups(seed, n=400, d=16):
+def _two_poison_groups(seed, n=400):
     """Class 0: 40% poisons shifted along one coordinate, 15% along another (two sources)."""
-    rng = np.random.default_rng(seed)
-    X, y, poison = [], [], []
-    for c in range(4):
-        F = rng.normal(size=d) * 2 + rng.normal(size=(n, d))
-        p = np.zeros(n, bool)
-        if c == 0:
-            p[: int(0.55 * n)] = True
-            F[: int(0.4 * n), 0] += 6.0
-            F[int(0.4 * n): int(0.55 * n), 1] += 8.0
-        X.append(F)
-        y += [c] * n
-        poison.append(p)
-    return Dataset.from_arrays(np.concatenate(X), y, is_poison=np.concatenate(poison))
+    return _poisoned_class0(seed, [(0.4, 0, 6.0), (0.15, 1, 8.0)], n)
 
 
 def test_peeling_finds_a_second_poison_group_left_in_the_reference():
