@@ -99,6 +99,19 @@ _COUNTS = ("min_class_size", "min_contributor_samples", "reputation_min_samples"
 _BOOLS = ("roni", "reputation")
 
 
+def _checked_detectors(dets: Any) -> Union[str, tuple]:
+    """The policy's ``detectors``: ``"auto"`` or a tuple of distinct detector names."""
+    if isinstance(dets, str) and dets.strip().lower() == "auto":
+        return "auto"
+    if isinstance(dets, str) or not isinstance(dets, (list, tuple)) or not dets:
+        raise ConfigError(f"policy: detectors must be 'auto' or a non-empty list of detector names, got {dets!r}")
+    if not all(isinstance(d, str) and d.strip() for d in dets):
+        raise ConfigError(f"policy: detectors must be detector names (strings), got {list(dets)!r}")
+    if len({d.lower() for d in dets}) != len(dets):
+        raise ConfigError(f"policy: detectors lists a detector twice: {list(dets)!r}")
+    return tuple(d.strip() for d in dets)
+
+
 @dataclass(frozen=True)
 class PolicyResult:
     """The outcome of one policy check.
@@ -210,17 +223,7 @@ class Policy:
         if isinstance(lvl, bool) or not isinstance(lvl, (int, float)) or not 0 < lvl < 1:
             raise ConfigError(f"policy: credible_level must be in (0, 1), got {lvl!r}")
         object.__setattr__(self, "credible_level", float(lvl))
-        dets = self.detectors
-        if isinstance(dets, str) and dets.strip().lower() == "auto":
-            object.__setattr__(self, "detectors", "auto")
-            return
-        if isinstance(dets, str) or not isinstance(dets, (list, tuple)) or not dets:
-            raise ConfigError(f"policy: detectors must be 'auto' or a non-empty list of detector names, got {dets!r}")
-        if not all(isinstance(d, str) and d.strip() for d in dets):
-            raise ConfigError(f"policy: detectors must be detector names (strings), got {list(dets)!r}")
-        if len({d.lower() for d in dets}) != len(dets):
-            raise ConfigError(f"policy: detectors lists a detector twice: {list(dets)!r}")
-        object.__setattr__(self, "detectors", tuple(d.strip() for d in dets))
+        object.__setattr__(self, "detectors", _checked_detectors(self.detectors))
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
