@@ -221,6 +221,22 @@ def test_peeling_finds_a_second_poison_group_left_in_the_reference():
         SpectralSignatures(peel="yes").fit(ds)
 
 
+def test_single_class_whitened_candidates_repeat_the_raw_ones():
+    # the peeling pass skips the whitened candidates: on one class, whitening by that class's own
+    # shrunk covariance gives back its raw top directions (same functionals up to scale), so the
+    # two passes must give the same split and the same scores
+    ds = _two_poison_groups(seed=2)
+    F = ds.X[ds.y == 0].astype(np.float64)
+    one = np.zeros(len(F), dtype=np.int64)
+    det = SpectralSignatures()
+    z_w, s_w, d_w, r_w = det._split_pass(F, one, whiten=True)
+    z_r, s_r, d_r, r_r = det._split_pass(F, one, whiten=False)
+    assert s_w[0]["separation"] == pytest.approx(s_r[0]["separation"], rel=1e-9)
+    np.testing.assert_allclose(z_w, z_r, atol=1e-6)
+    np.testing.assert_allclose(np.abs(d_w[0] @ d_r[0].T), 1.0, atol=1e-9)  # same unit direction
+    np.testing.assert_array_equal(r_w[0], r_r[0])
+
+
 def test_split_score_handles_a_majority_poisoned_class():
     # Tran et al.'s tau is symmetric in the two halves of a class that is about half poison; the
     # split score measures each sample from the group nearer the rest of the data instead.

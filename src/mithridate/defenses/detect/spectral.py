@@ -185,7 +185,8 @@ class SpectralSignatures(Detector):
                 core = references.get(c)
                 if core is None or len(core) < 3:
                     continue
-                z_core, sub, sub_dir, _ = self._split_pass(F[core], np.zeros(len(core), dtype=np.int64))
+                z_core, sub, sub_dir, _ = self._split_pass(F[core], np.zeros(len(core), dtype=np.int64),
+                                                           whiten=False)
                 inner = sub.get(0)
                 if inner is None or not inner["oriented"] or inner["separation"] < info["separation"]:
                     continue
@@ -195,9 +196,17 @@ class SpectralSignatures(Detector):
         self.directions_, self.splits_, self.z_ = directions, splits, z
         return z.copy()
 
-    def _split_pass(self, F: np.ndarray, y: np.ndarray) -> tuple:
+    def _split_pass(self, F: np.ndarray, y: np.ndarray, whiten: bool = True) -> tuple:
         """One split per class (steps 1-3 of the class docstring): z, splits, directions and, for
-        oriented classes, the row indices of the reference (not suspected) group."""
+        oriented classes, the row indices of the reference (not suspected) group.
+
+        ``whiten=False`` skips the whitened candidates. The peeling pass (one class) uses it: with
+        a single class the whitening covariance is the class's own shrunk scatter,
+        (1-s)·S/n + s·m·I, and the generalized eigenvectors of S against it are S's own
+        eigenvectors, in the same order (the eigenvalue λ maps to λ / ((1-s)·λ/n + s·m), increasing
+        in λ) — the whitened candidates would repeat the raw ones (or, with no shrinkage, be the
+        arbitrary eigenvectors of a multiple of the identity). The whitener is then computed only
+        if a balanced split needs it to orient."""
         n, d = F.shape
         mu = F.mean(axis=0, dtype=np.float64)
         # float32 features (the Detector contract) are centred, projected and eigendecomposed in
@@ -218,7 +227,8 @@ class SpectralSignatures(Detector):
                   + 2.0 * (centred @ shift.astype(work)) + float(shift @ shift))
             norm4 += float(sq @ sq)  # sum of ||x - mean||^4 over the class
             blocks.append((int(c), idx, centred, scatter))
-        back = _whitener(total / n, norm4, n)  # d x d' (None: no variance at all)
+        whitener = _Lazy(lambda: _whitener(total / n, norm4, n))  # d x d' (None: no variance at all)
+        back = whitener() if whiten else None
         z = np.zeros(n)
         directions, splits, references = {}, {}, {}
         for c, idx, centred, scatter in blocks:
@@ -226,7 +236,8 @@ class SpectralSignatures(Detector):
                 continue
             spaces = [("raw", scatter, None)]
             if back is not None:
-                spaces.append(("whitened", back.T @ scatter @ back, back))
+                Bw = back.astype(work)
+                spaces.append(("whitened", Bw.T @ scatter.astype(work) @ Bw, back))
             funcs, names = [], []
             for space, S, B in spaces:
                 V = _top_eigvecs(S, int(self.n_candidates), dtype=work)
@@ -245,7 +256,7 @@ class SpectralSignatures(Detector):
                 if min(share_high, 1.0 - share_high) < float(self.minority_share):
                     poison_high = share_high < 0.5  # a clear minority: the paper's assumption
                 else:  # nearly balanced: the group the rest of the data does not share
-                    poison_high = self._farther_from_data(F, mu, back, idx, high)
+                    poison_high = self._farther_from_data(F, mu, whitener(), idx, high)
                 ref = ~high if poison_high else high
                 references[c] = idx[ref]
                 zc = robust_z(p, p[ref]) * (1.0 if poison_high else -1.0)
@@ -278,6 +289,18 @@ class SpectralSignatures(Detector):
     def _flag_budget(self, budget: float) -> np.ndarray:
         """Per class, flag the top ceil(1.5 * budget * n_c) scores (Tran et al.)."""
         return per_class_budget_mask(self.scores_, self.y_, 1.5 * budget)
+
+
+class _Lazy:
+    """A value computed on first call and remembered."""
+
+    def __init__(self, compute):
+        self._compute, self._done, self._value = compute, False, None
+
+    def __call__(self):
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
 
 
 def _work_dtype(F: np.ndarray) -> Any:
