@@ -34,6 +34,19 @@ def test_help_lists_commands(capsys, monkeypatch):
         assert cmd in out
 
 
+@pytest.mark.parametrize("command", [["detect"], ["audit"], ["demo"], ["certify", "sphere-slab"]])
+def test_command_help_keeps_sentences_whole(command, capsys, monkeypatch):
+    # a docstring's line breaks must not reach --help: rich prints them, cutting sentences mid-line
+    monkeypatch.setenv("COLUMNS", "1000")
+    code, out, _ = run([*command, "--help"], capsys, monkeypatch)
+    assert code == 0
+    text = [line.strip() for line in out.splitlines()]
+    paragraphs = [line for line in text if len(line) > 60 and not line.startswith(("│", "╭", "╰", "Usage"))]
+    assert paragraphs, out
+    # at 1000 columns every paragraph of the description fits on one line and ends a sentence
+    assert all(p.endswith((".", ":", ")", "`")) for p in paragraphs), paragraphs
+
+
 def test_datasets_json(capsys, monkeypatch):
     code, out, _ = run(["datasets", "--json"], capsys, monkeypatch)
     assert code == 0

@@ -7,6 +7,7 @@ written to a temporary name and renamed, so nothing is ever half-written.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -929,6 +930,25 @@ def evaluate(
     if "asr" in doc:
         line += f"; attack success rate {_fmt(doc['asr'])}, robust accuracy {_fmt(doc['robust_accuracy'])}"
     out.print(line)
+
+
+def _reflow(text: str) -> str:
+    """A docstring as --help shows it: paragraphs kept, the line breaks inside one joined (rich
+    prints a docstring's line breaks as they are, which breaks sentences mid-line)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines() if line.strip()) for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = _reflow(info.callback.__doc__)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
+
+
+_reflow_help(app)
 
 
 def main() -> None:
