@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -45,6 +46,23 @@ def test_command_help_keeps_sentences_whole(command, capsys, monkeypatch):
     assert paragraphs, out
     # at 1000 columns every paragraph of the description fits on one line and ends a sentence
     assert all(p.endswith((".", ":", ")", "`")) for p in paragraphs), paragraphs
+
+
+def test_warnings_are_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.random((60, 3)), columns=["a", "b", "c"])
+    df["note"] = "free text"  # not numeric: skipped with a warning
+    df["y"] = np.repeat([0, 1, 2], 20)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    # a real process: pytest captures warnings itself, so only a subprocess shows what users see
+    proc = subprocess.run([sys.executable, "-c", "from mithridate.cli import main; main()", "detect", "knn", str(path),
+                           "--label", "y"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    lines = [line for line in err.splitlines() if "note" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "--features" in lines[0]
+    assert "UserWarning" not in err and "warnings.warn" not in err and "return " not in err
 
 
 def test_datasets_json(capsys, monkeypatch):

@@ -280,6 +280,32 @@ def test_npz_greyscale_nhw_and_single_pair_split(tmp_path):
     assert np.array_equal(s.train.labels, y[s.train.ids - 100])
 
 
+def test_npz_reads_other_common_array_names(tmp_path):
+    rng = np.random.default_rng(7)
+    X, y = rng.random((30, 4)), np.repeat([0, 1, 2], 10)
+    p = tmp_path / "sk.npz"
+    np.savez(p, data=X, target=y)  # scikit-learn's names
+    s = load_npz(p, test_size=0.2)
+    assert len(s.train) + len(s.test) == 30 and s.train.X.shape[1] == 4
+    np.testing.assert_allclose(s.train.X, X[s.train.ids])
+    assert s.train.y.tolist() == y[s.train.ids].tolist()
+    imgs = rng.integers(0, 256, size=(12, 6, 6), dtype=np.uint8)
+    np.savez(p, Train_Images=imgs, train_labels=np.arange(12) % 2, test_images=imgs[:4],
+             TEST_LABELS=np.arange(4) % 2)  # Keras-style, any case
+    s = load_npz(p)
+    assert s.train.X.shape == (12, 1, 6, 6) and len(s.test) == 4
+    np.testing.assert_allclose(s.train.X[:, 0], imgs / 255, rtol=1e-6)
+    # a split's aliases win over single-pair ones, which are then left alone: no "both layouts" error
+    np.savez(p, x_train=X, y_train=y, x_test=X[:6], y_test=y[:6], labels=y)
+    assert len(load_npz(p).train) == 30
+    np.savez(p, data=X, features=X, target=y)  # two candidates for x: refuse, naming both
+    with pytest.raises(DataError, match="'data', 'features'"):
+        load_npz(p)
+    np.savez(p, data=X)  # no labels at all: the error lists the accepted names
+    with pytest.raises(DataError, match=r"lacks .y. \(or one of target, targets, labels, label\); it holds: \[.data.\]"):
+        load_npz(p)
+
+
 def test_npz_classes_key_and_ground_truth(tmp_path):
     rng = np.random.default_rng(2)
     p = tmp_path / "t.npz"

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -951,8 +952,14 @@ def _reflow_help(group: typer.Typer) -> None:
 _reflow_help(app)
 
 
+def _cli_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: one 'warning: ...' line, without Python's file/line/source."""
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
+    warnings.formatwarning = _cli_warning
     try:
         rv = app(standalone_mode=False)  # click returns (not raises) the code of typer.Exit here
         if isinstance(rv, int) and rv:

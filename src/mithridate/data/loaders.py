@@ -590,6 +590,22 @@ def load_fashion_mnist(
 # ----------------------------------------------------------------------------------------
 # npz
 # ----------------------------------------------------------------------------------------
+# other names people give the arrays (scikit-learn's data/target, Keras-style train_images, ...),
+# read as the canonical keys when those are absent (lower case; the archive's case does not matter)
+_NPZ_SPLIT_ALIASES = {
+    "x_train": ("train_x", "train_images", "train_data", "train_features", "images_train", "data_train",
+                "features_train", "x_tr"),
+    "y_train": ("train_y", "train_labels", "train_targets", "labels_train", "targets_train", "y_tr"),
+    "x_test": ("test_x", "test_images", "test_data", "test_features", "images_test", "data_test",
+               "features_test", "x_te"),
+    "y_test": ("test_y", "test_labels", "test_targets", "labels_test", "targets_test", "y_te"),
+}
+_NPZ_SINGLE_ALIASES = {
+    "x": ("data", "features", "inputs", "images", "samples"),
+    "y": ("target", "targets", "labels", "label"),
+}
+
+
 class _NpzReader:
     """Case-insensitive, pickle-refusing access to an ``.npz`` archive."""
 
@@ -605,6 +621,7 @@ class _NpzReader:
                 "x_test/y_test (or x/y); save it with numpy.savez"
             )
         self.archive = archive
+        self.files = list(archive.files)
         self.keys: dict[str, str] = {}
         for key in archive.files:
             low = key.lower()
@@ -613,6 +630,24 @@ class _NpzReader:
                     f"{path} holds both {self.keys[low]!r} and {key!r}; keep only one of them"
                 )
             self.keys[low] = key
+        self.aliases: dict[str, str] = {}  # canonical key -> the archive's own name for it
+        self._resolve_aliases(_NPZ_SPLIT_ALIASES)
+        if not any(k in self.keys for k in _NPZ_SPLIT_ALIASES):
+            self._resolve_aliases(_NPZ_SINGLE_ALIASES)
+
+    def _resolve_aliases(self, table: dict) -> None:
+        """Map other common names (``data``/``target``, ``train_images``/``train_labels``, ...) to
+        the canonical keys, when the canonical key is absent and exactly one alias is present."""
+        for canonical, names in table.items():
+            if canonical in self.keys:
+                continue
+            found = [n for n in names if n in self.keys]
+            if len(found) > 1:
+                raise DataError(f"{self.path} holds {', '.join(repr(self.keys[n]) for n in found)}: which one is "
+                                f"{canonical!r}? Rename it to {canonical!r} (or remove the others)")
+            if found:
+                self.keys[canonical] = self.keys[found[0]]
+                self.aliases[canonical] = self.keys[found[0]]
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys
@@ -695,6 +730,10 @@ def load_npz(path: PathLike, *, test_size: float = 0.3, random_state: RandomStat
 
     * ``x_train``, ``y_train``, ``x_test``, ``y_test`` -- a ready split; or
     * ``x``, ``y`` -- one array pair, split stratified with ``test_size`` / ``random_state``;
+    * other common names are read as these when the keys above are absent: ``data``,
+      ``features``, ``inputs``, ``images`` or ``samples`` for ``x``; ``target(s)`` or
+      ``label(s)`` for ``y``; ``train_images``/``train_labels``, ``train_x``/``train_y``,
+      ``train_data``, ... (and the ``test_`` counterparts) for the split keys;
     * optional ``ids_train``, ``ids_test`` (or ``ids`` with ``x``/``y``): sample ids
       (default: row numbers);
     * optional ``classes``: 1-D strings or ints; ``y`` are then indices into it;
@@ -752,7 +791,7 @@ def _load_npz_regression(reader: "_NpzReader", p: Path, test_size: float, random
     if "x_train" in reader:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in reader]
         if missing:
-            raise DataError(f"{p} lacks {', '.join(repr(k) for k in missing)}; it holds: {sorted(reader.keys.values())}")
+            raise DataError(f"{p} lacks {', '.join(repr(k) for k in missing)}; it holds: {sorted(reader.files)}")
         is_poison = reader.get("is_poison_train")
         with _context(f"{p} (training split)"):
             train = Dataset.from_arrays(_npz_features(reader.get("x_train"), "x_train", p, None), reader.get("y_train"),
@@ -764,7 +803,7 @@ def _load_npz_regression(reader: "_NpzReader", p: Path, test_size: float, random
             raise DataError(f"in {p}, x_train and x_test have different feature shapes")
         return DatasetSplits(train=train, test=test, name=name, source=str(p))
     if "x" not in reader or "y" not in reader:
-        raise DataError(f"{p} holds neither x_train/y_train/x_test/y_test nor x/y; it holds: {sorted(reader.keys.values())}")
+        raise DataError(f"{p} holds neither x_train/y_train/x_test/y_test nor x/y; it holds: {sorted(reader.files)}")
     with _context(str(p)):
         full = Dataset.from_arrays(_npz_features(reader.get("x"), "x", p, None), reader.get("y"), ids=reader.get("ids"),
                                    is_poison=reader.get("is_poison"), name=name, task="regression")
@@ -775,7 +814,7 @@ def _load_npz(reader: _NpzReader, p: Path, test_size: float, random_state: Rando
     split_keys = ("x_train", "y_train", "x_test", "y_test")
     has_split = [k for k in split_keys if k in reader]
     has_single = "x" in reader or "y" in reader
-    available = sorted(reader.keys.values())
+    available = sorted(reader.files)
     if has_split and has_single:
         raise DataError(
             f"{p} holds both a ready split ({', '.join(has_split)}) and a single x/y pair; "
@@ -784,7 +823,7 @@ def _load_npz(reader: _NpzReader, p: Path, test_size: float, random_state: Rando
     if not has_split and not has_single:
         raise DataError(
             f"{p} holds none of the expected arrays (x_train, y_train, x_test, y_test, or x "
-            f"and y); it holds: {available}"
+            f"and y; or data/target, images/labels, train_images/train_labels, ...); it holds: {available}"
         )
     name = _stem(p)
     layout = None
@@ -797,7 +836,8 @@ def _load_npz(reader: _NpzReader, p: Path, test_size: float, random_state: Rando
     if has_single:
         missing = [k for k in ("x", "y") if k not in reader]
         if missing:
-            raise DataError(f"{p} has x/y layout but lacks {missing[0]!r}; it holds: {available}")
+            raise DataError(f"{p} has x/y layout but lacks {missing[0]!r} (or one of "
+                            f"{', '.join(_NPZ_SINGLE_ALIASES[missing[0]])}); it holds: {available}")
         X = _npz_features(reader.get("x"), "x", p, layout)
         y = reader.get("y")
         ids = reader.get("ids")
@@ -1230,8 +1270,8 @@ def load_table(
             )
         if skipped:
             warnings.warn(
-                f"{p}: non-numeric columns {skipped} are not used as features; pass "
-                "features=[...] to choose the columns explicitly",
+                f"{p}: non-numeric columns {skipped} are not used as features; name the feature "
+                "columns explicitly (features=[...], or --features on the command line) to silence this",
                 UserWarning,
                 stacklevel=2,
             )
