@@ -391,6 +391,9 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match="label must be"):
         load_jsonl(p, label="")
     with pytest.raises(ConfigError, match="same key"):
+        load_jsonl(p, text="label", label="label")
+    # the text named "label" leaves no usual key for the label: the error says how to name one
+    with pytest.raises(DataError, match="none of the usual label keys .*--label"):
         load_jsonl(p, text="label")
     with pytest.raises(ConfigError, match="id_col"):
         load_jsonl(p, id_col=3)
@@ -400,6 +403,28 @@ def test_bad_arguments(tmp_path):
         load_jsonl(p, n_components=0)
     with pytest.raises(DataError, match="file not found"):
         load_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_text_and_label_keys_found_under_usual_names(tmp_path):
+    rows = [{"Review": f"great phone {i}" if i % 2 else f"broken screen {i}", "sentiment": ["neg", "pos"][i % 2],
+             "stars": i % 5, "user": f"u{i % 3}"} for i in range(20)]
+    p = write_jsonl(tmp_path / "r.jsonl", rows)
+    s = load_jsonl(p, test_size=0.25)
+    assert s.train.classes == ("neg", "pos")
+    assert list(s.train.meta["text"]) == [rows[i]["Review"] for i in s.train.ids]  # any letter case
+    assert [s.train.classes[k] for k in s.train.y] == [rows[i]["sentiment"] for i in s.train.ids]
+    # the test file is read with the keys found in the training file
+    test_p = write_jsonl(tmp_path / "t.jsonl", [{"Review": "fine", "sentiment": "pos", "label": "ignored"},
+                                                {"Review": "dead", "sentiment": "neg", "label": "ignored"}])
+    s2 = load_jsonl(p, test_path=test_p)
+    assert list(s2.test.meta["text"]) == ["fine", "dead"] and s2.test.classes == ("neg", "pos")
+    # a text key that holds no string is passed over; nothing usable is an error naming the option
+    p3 = write_jsonl(tmp_path / "n.jsonl", [{"text": 3, "body": "words here", "label": "a"},
+                                            {"text": 4, "body": "other words", "label": "b"}] * 3)
+    assert list(load_jsonl(p3, test_size=0.5).train.meta["text"])[0] in ("words here", "other words")
+    p4 = write_jsonl(tmp_path / "x.jsonl", [{"tokens": "a b", "label": "a"}, {"tokens": "c d", "label": "b"}])
+    with pytest.raises(DataError, match=r"none of the usual text keys .*\['tokens', 'label'\].*--text"):
+        load_jsonl(p4)
 
 
 def test_mixed_label_kinds_across_files(tmp_path):

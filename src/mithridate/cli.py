@@ -108,7 +108,7 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
 DataArg = typer.Argument(..., help="A bundled dataset name (see `mithridate datasets`) or a path: .npz, "
                                    ".csv/.tsv/.parquet (with --label), a Fashion-MNIST IDX directory or an "
                                    "image folder with one sub-folder per class.")
-LabelOpt = typer.Option(None, "--label", help="Label column (tables only).")
+LabelOpt = typer.Option(None, "--label", help="Label column (tables; required there) or JSONL key (default: the first of label, labels, sentiment, category, class, target, ... on the first line).")
 FeaturesOpt = typer.Option(None, "--features", help="Comma-separated feature columns (tables; default: all numeric).")
 IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (tables).")
 TestSizeOpt = typer.Option(0.3, "--test-size", help="Held-out fraction when the data has no test split.")
@@ -747,7 +747,7 @@ def _audit_input(data, label, features, id_col, contributor, source, text_col, p
 AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parquet (with --label), JSONL text, .npz, an image folder, or a bundled name.")
 ContributorOpt = typer.Option(None, "--contributor", help="Column (or JSONL key) naming who contributed each sample.")
 SourceOpt = typer.Option(None, "--source", help="Column (or JSONL key) naming where each sample came from.")
-TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default 'text'); tables: a text column shown in the report.")
+TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line); tables: a text column shown in the report.")
 PolicyOpt = typer.Option(None, "--policy", help="Policy YAML (thresholds on flagged shares, reputation, change since the last version); default: the built-in policy.")
 
 

@@ -299,7 +299,7 @@ def load_for_audit(
     if low.endswith(JSONL_SUFFIXES):
         if features is not None:
             raise ConfigError("features apply to tables only; JSON Lines are featurised from their text")
-        return _load_jsonl_full(p, label=label or "label", text=text_col or "text", id_col=id_col,
+        return _load_jsonl_full(p, label=label, text=text_col, id_col=id_col,
                                 contributor=contributor, source=source)
     if low.endswith(L._TABLE_SUFFIXES):
         return _load_table_full(p, label=label, features=features, id_col=id_col, contributor=contributor,
@@ -360,14 +360,14 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
     return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
 
 
-def _load_jsonl_full(p: Path, *, label: str, text: str, id_col: Optional[str], contributor: Optional[str],
+def _load_jsonl_full(p: Path, *, label: Optional[str], text: Optional[str], id_col: Optional[str], contributor: Optional[str],
                      source: Optional[str]) -> AuditInput:
     """Every record of a JSON Lines file, featurised with TF-IDF + SVD fitted on all of them."""
     from mithridate.data import loaders as L
     from mithridate.data import text as T
     from mithridate.data.dataset import encode_labels
 
-    if text == label:
+    if text is not None and text == label:
         raise ConfigError(f"text and label name the same key {text!r}; they must differ")
     rec = T._read_jsonl(p, text=text, label=label, id_col=id_col, contributor=contributor, source=source,
                         max_line_bytes=T.MAX_LINE_BYTES)
@@ -381,8 +381,8 @@ def _load_jsonl_full(p: Path, *, label: str, text: str, id_col: Optional[str], c
     with L._context(str(p)):
         ds = T._dataset(np.asarray(X, dtype=np.float32), y_idx, classes, rec, idx, T._ids(rec), T._jsonl_stem(p),
                         min_classes=2)
-    opts = {"label": label, "text": text, "id_col": id_col, "contributor": contributor, "source": source,
-            "featurizer": "tfidf"}
+    opts = {"label": rec.label_key, "text": rec.text_key, "id_col": id_col, "contributor": contributor,
+            "source": source, "featurizer": "tfidf"}
     return AuditInput(dataset=ds, kind="jsonl", path=p, format="jsonl", rows=np.asarray(rec.lines, dtype=np.int64),
                       options=opts)
 

@@ -365,10 +365,36 @@ def _open_lines(p: Path):
     return open(p, "rb")
 
 
+#: Keys tried, in this order, for the text and the label when the caller names none.
+TEXT_KEYS = ("text", "content", "review", "sentence", "body", "document", "message", "comment", "prompt",
+             "question", "input", "tweet", "title")
+LABEL_KEYS = ("label", "labels", "sentiment", "category", "class", "target", "y", "intent", "topic")
+
+
+def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, want_string: bool) -> str:
+    """The first of ``candidates`` that the first record holds (any letter case), is not ``taken``
+    by another role and, for the text, holds a string."""
+    by_lower: dict = {}
+    for k in obj:
+        by_lower.setdefault(k.lower(), k)
+    for cand in candidates:
+        k = by_lower.get(cand)
+        if k is None or k in taken or (want_string and not isinstance(obj[k], str)):
+            continue
+        return k
+    keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
+    raise DataError(
+        f"{where} has none of the usual {role} keys ({', '.join(candidates)}); keys on this line: {keys}; "
+        f"name the {role} key with --{role} ({role}=<key name> in Python)"
+    )
+
+
 class _Records:
     """Columns read from one JSONL file (one entry per data line)."""
 
     def __init__(self) -> None:
+        self.text_key: Optional[str] = None
+        self.label_key: Optional[str] = None
         self.texts: list[str] = []
         self.hashes: list[str] = []
         self.labels: list = []
@@ -381,14 +407,17 @@ class _Records:
 def _read_jsonl(
     p: Path,
     *,
-    text: str,
-    label: str,
+    text: Optional[str],
+    label: Optional[str],
     id_col: Optional[str],
     contributor: Optional[str],
     source: Optional[str],
     max_line_bytes: int,
 ) -> _Records:
-    """Stream ``p`` line by line into :class:`_Records`, validating each line as it comes."""
+    """Stream ``p`` line by line into :class:`_Records`, validating each line as it comes.
+
+    ``text`` / ``label`` None: read from the first record (:data:`TEXT_KEYS`, :data:`LABEL_KEYS`);
+    the keys used are kept in ``text_key`` / ``label_key``."""
     rec = _Records()
     label_kind: Optional[tuple[str, int]] = None  # (kind, first line)
     id_kind: Optional[tuple[str, int]] = None
@@ -451,12 +480,18 @@ def _read_jsonl(
                 )
             if first_keys is None:
                 first_keys = list(obj)
+                others = {k for k in (id_col, contributor, source) if k is not None}
+                if text is None:
+                    text = _guess_key(obj, TEXT_KEYS, others | {label}, "text", where, want_string=True)
+                if label is None:
+                    label = _guess_key(obj, LABEL_KEYS, others | {text}, "label", where, want_string=False)
+                rec.text_key, rec.label_key = text, label
             for key, role in ((text, "text"), (label, "label")):
                 if key not in obj:
                     keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
                     raise DataError(
-                        f"{where} has no {key!r} key (the {role}); keys on this line: {keys}; pass "
-                        f"{role}=<key name> to use another key"
+                        f"{where} has no {key!r} key (the {role}); keys on this line: {keys}; name another "
+                        f"key with --{role} ({role}=<key name> in Python)"
                     )
             t = obj[text]
             if not isinstance(t, str):
@@ -603,8 +638,8 @@ def _features(feat: Any, texts: list, what: str, fit: bool = False) -> np.ndarra
 def load_jsonl(
     path: PathLike,
     *,
-    text: str = "text",
-    label: str = "label",
+    text: Optional[str] = None,
+    label: Optional[str] = None,
     id_col: Optional[str] = None,
     contributor: Optional[str] = None,
     source: Optional[str] = None,
@@ -627,10 +662,15 @@ def load_jsonl(
     path : str or Path
         ``.jsonl`` / ``.ndjson`` file, optionally gzip-compressed (detected from the content,
         e.g. ``.jsonl.gz``). Text must be UTF-8 (a leading byte-order mark is allowed).
-    text : str, default="text"
+    text : str, optional
         Key of the text (a JSON string; control characters and markup are kept verbatim).
-    label : str, default="label"
-        Key of the label: all strings or all integers (``1.0`` counts as ``1``).
+        Default: the first of ``text``, ``content``, ``review``, ``sentence``, ``body``,
+        ``document``, ``message``, ``comment``, ``prompt``, ``question``, ``input``, ``tweet``,
+        ``title`` (any letter case) that the first record holds as a string.
+    label : str, optional
+        Key of the label: all strings or all integers (``1.0`` counts as ``1``). Default: the
+        first of ``label``, ``labels``, ``sentiment``, ``category``, ``class``, ``target``, ``y``,
+        ``intent``, ``topic`` that the first record holds.
     id_col : str, optional
         Key of a unique sample id (string or integer). Default: the data line number, 0-based,
         counting only non-blank lines (0 = first record).
@@ -694,12 +734,12 @@ def load_jsonl(
     (1, 7)
     """
     for key, role in ((text, "text"), (label, "label")):
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"{role} must be the name of the {role} key (a non-empty string), got {key!r}")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ConfigError(f"{role} must be the name of the {role} key (a non-empty string) or None, got {key!r}")
     for key, role in ((id_col, "id_col"), (contributor, "contributor"), (source, "source")):
         if key is not None and (not isinstance(key, str) or not key):
             raise ConfigError(f"{role} must be a key name (a non-empty string) or None, got {key!r}")
-    if text == label:
+    if text is not None and text == label:
         raise ConfigError(f"text and label name the same key {text!r}; they must differ")
     if isinstance(max_line_bytes, bool) or not isinstance(max_line_bytes, (int, np.integer)) or max_line_bytes < 1:
         raise ConfigError(f"max_line_bytes must be a positive int, got {max_line_bytes!r}")
@@ -712,6 +752,7 @@ def load_jsonl(
     read = dict(text=text, label=label, id_col=id_col, contributor=contributor, source=source,
                 max_line_bytes=max_line_bytes)
     rec = _read_jsonl(p, **read)
+    read.update(text=rec.text_key, label=rec.label_key)  # a test file must use the same keys
     name = _jsonl_stem(p)
     _check_label_count(rec.labels, p)
     if test_path is None:
