@@ -350,6 +350,21 @@ def test_sanitize_csv_keeps_columns_and_drops_exactly_the_flagged(tmp_path):
     assert sum(info["removed_per_contributor"].get(c, 0) for c in BAD) > 0.8 * res.n_removed
 
 
+def test_sanitize_semicolon_csv_writes_semicolons(tmp_path):
+    p = tmp_path / "bc.csv"
+    _write_csv(p, breast_cancer(flip=BAD))
+    pd.read_csv(p, dtype=str, keep_default_na=False).to_csv(p, sep=";", index=False)
+    out = tmp_path / "bc.clean.csv"
+    res = sanitize(p, out, label="diagnosis", id_col="sample", contributor="user", progress=False)
+    assert res.n_removed > 0
+    original = pd.read_csv(p, sep=";", dtype=str, keep_default_na=False)
+    cleaned = pd.read_csv(out, sep=";", dtype=str, keep_default_na=False)
+    assert out.read_text().splitlines()[0] == ";".join(original.columns)  # the input's separator
+    flagged = set(res.audit.findings.loc[res.audit.findings["flagged"], "id"].astype(str))
+    expected = original[~original["sample"].isin(flagged)]
+    pd.testing.assert_frame_equal(cleaned.reset_index(drop=True), expected.reset_index(drop=True))
+
+
 def test_sanitize_refuses_the_input_and_existing_outputs(tmp_path):
     p = tmp_path / "bc.csv"
     _write_csv(p, breast_cancer(n=120), extra=False)

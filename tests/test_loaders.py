@@ -455,6 +455,24 @@ def test_table_formats(tmp_path, suffix):
     assert set(s.train.meta["source"]) == {"web"}
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_csv_with_another_separator_is_read(tmp_path, sep):
+    # spreadsheets in comma-decimal locales save ";"-separated "CSV"; the header line tells
+    df = _toy_frame()
+    p = tmp_path / "toy.csv"
+    df.to_csv(p, index=False, sep=sep)
+    with pytest.warns(UserWarning, match="note"):
+        s = load_table(p, label="y", id_col="uid")
+    assert s.train.X.shape[1] == 2 and s.train.classes == ("ham", "spam")
+    rows = df.set_index("uid")
+    np.testing.assert_allclose(s.train.X[:, 0], rows.loc[list(s.train.ids), "f1"].to_numpy(np.float32))
+    # a header with a comma keeps the comma, even if it also holds a ";"
+    df2 = df.rename(columns={"note": "a;b"})
+    df2.to_csv(p, index=False)
+    with pytest.warns(UserWarning, match="a;b"):
+        assert load_table(p, label="y").train.X.shape[1] == 2
+
+
 def test_table_explicit_features_default_ids_and_test_path(tmp_path):
     df = _toy_frame()
     p, q = tmp_path / "a.csv", tmp_path / "b.csv"

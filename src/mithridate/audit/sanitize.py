@@ -334,13 +334,15 @@ def sanitize(
 
 # -- writers --------------------------------------------------------------------------------------
 def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
+    from mithridate.data import loaders as L
+
     p = inp.path
     kind = inp.format
     try:
         if kind == "parquet":
             df = pd.read_parquet(p)
         else:  # raw strings: kept values are written back exactly as they were
-            df = pd.read_csv(p, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False, na_filter=False)
+            df = pd.read_csv(p, sep=L._csv_separator(p, kind), dtype=str, keep_default_na=False, na_filter=False)
     except Exception as exc:  # the file was readable a moment ago
         raise DataError(f"could not read {p} again to write the cleaned copy: {exc}") from None
     df.columns = [str(c) for c in df.columns]
@@ -353,7 +355,7 @@ def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
             kept.to_parquet(tmp, index=False)
         else:
             comp = "gzip" if out.name.lower().endswith(".gz") else None
-            kept.to_csv(tmp, sep="," if kind == "csv" else "\t", index=False, compression=comp)
+            kept.to_csv(tmp, sep=L._csv_separator(p, kind), index=False, compression=comp)
 
 
 def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:

@@ -995,6 +995,24 @@ def _table_kind(p: Path) -> str:
     )
 
 
+def _csv_separator(p: Path, kind: str) -> str:
+    """The field separator of a CSV/TSV file: ``,`` (CSV) or a tab (TSV) as the name says, unless
+    the header line holds none of it but does hold ``;`` (spreadsheets in locales whose decimal
+    mark is a comma write such "CSV"), a tab or ``|`` -- then that one."""
+    default = "," if kind == "csv" else "\t"
+    try:
+        with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as fh:
+            head = fh.readline(65536).decode("utf-8", errors="replace")
+    except (OSError, EOFError, zlib.error):
+        return default  # the reader reports the problem
+    if default in head:
+        return default
+    for sep in (";", "\t", "|", ","):
+        if sep in head:
+            return sep
+    return default
+
+
 #: Tables larger than this are read in chunks of :data:`TABLE_CHUNK_ROWS` rows, with a progress bar.
 TABLE_CHUNK_BYTES = 64 * 2**20
 TABLE_CHUNK_ROWS = 100_000
@@ -1040,7 +1058,7 @@ def _read_chunked(p: Path, kind: str, progress: bool) -> pd.DataFrame:
         total = p.stat().st_size
         with open(p, "rb") as raw, _read_progress(progress, f"reading {p.name}", total,
                                                   f"{total / 2**20:,.0f} MiB") as update:
-            reader = pd.read_csv(raw, sep="," if kind == "csv" else "\t", chunksize=TABLE_CHUNK_ROWS,
+            reader = pd.read_csv(raw, sep=_csv_separator(p, kind), chunksize=TABLE_CHUNK_ROWS,
                                  compression=compression)
             for chunk in reader:
                 parts.append(chunk)
@@ -1061,7 +1079,7 @@ def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, P
         elif kind == "parquet":
             df = pd.read_parquet(p)
         else:
-            df = pd.read_csv(p, sep="," if kind == "csv" else "\t")
+            df = pd.read_csv(p, sep=_csv_separator(p, kind))
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty; it needs a header row and at least one data row") from None
     except pd.errors.ParserError as exc:
