@@ -432,6 +432,41 @@ def test_sanitize_image_folder_copies_kept_files(tmp_path):
         sanitize(root, root / "clean", feature_mode="raw", progress=False)
 
 
+def test_image_manifest_audit_with_contributors_and_sanitize(tmp_path):
+    # a flat folder of pictures and a CSV manifest (file, label, vendor): the vendor that sent
+    # mislabelled pictures is found, and the cleaned manifest is written next to the input
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = np.flatnonzero(np.isin(d.target, [0, 1]))[:200]
+    (tmp_path / "pics").mkdir()
+    rows = []
+    for k, i in enumerate(idx):
+        vendor = f"v{k % 5}"
+        label = int(d.target[i])
+        if vendor == "v4" and k % 2 == 0:
+            label = 1 - label  # v4 mislabels half of what it sends
+        Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).save(tmp_path / "pics" / f"{k}.png")
+        rows.append({"path": f"pics/{k}.png", "digit": label, "vendor": vendor})
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    inp = load_for_audit(tmp_path / "labels.csv", label="digit", image_col="path", contributor="vendor")
+    assert inp.kind == "table" and inp.dataset.is_image and inp.dataset.X.shape == (200, 1, 8, 8)
+    assert list(inp.dataset.meta["contributor"][:5]) == ["v0", "v1", "v2", "v3", "v4"]
+    res = run_audit(inp.dataset, name="labels", features="raw", progress=False)
+    assert res.reputation["contributor"].iloc[0] == "v4"  # worst first
+    assert res.reputation["above_population"].iloc[0]
+    out = tmp_path / "labels.clean.csv"
+    with pytest.raises(ConfigError, match="write the cleaned table in that folder"):
+        sanitize(inp, tmp_path / "elsewhere" / "labels.clean.csv", audit=res, progress=False)
+    cleaned = sanitize(inp, out, audit=res, progress=False)
+    kept = pd.read_csv(out)
+    assert len(kept) == cleaned.n_kept == 200 - cleaned.n_removed and cleaned.n_removed > 0
+    assert all((tmp_path / f).is_file() for f in kept["path"])  # the kept paths still resolve
+    again = load_for_audit(out, label="digit", image_col="path", contributor="vendor")
+    assert len(again.dataset) == cleaned.n_kept
+
+
 def test_sanitize_dataset_in_memory_and_budget(tmp_path):
     ds = breast_cancer(flip=BAD, n=300)
     res = sanitize(ds, tmp_path / "bc.npz", budget=0.1, progress=False)

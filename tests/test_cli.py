@@ -65,6 +65,32 @@ def test_warnings_are_one_line(tmp_path):
     assert "UserWarning" not in err and "warnings.warn" not in err and "return " not in err
 
 
+def test_detect_and_audit_read_an_image_manifest(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    (tmp_path / "pics").mkdir()
+    rows = []
+    for i in range(120):
+        size = (8, 8) if i % 7 else (10, 10)  # some pictures of another size
+        Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).resize(size).save(tmp_path / "pics" / f"{i}.png")
+        rows.append({"file": f"pics/{i}.png", "digit": int(d.target[i]), "who": f"c{i % 4}"})
+    man = tmp_path / "labels.csv"
+    pd.DataFrame(rows).to_csv(man, index=False)
+    code, _, err = run(["detect", "knn", man, "--label", "digit", "--images", "file"], capsys, monkeypatch)
+    assert code == 2 and "different sizes" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(["detect", "knn", man, "--label", "digit", "--images", "file", "--size", "8x8", "--json"],
+                       capsys, monkeypatch)
+    assert code == 0 and json.loads(out)["n_samples"] > 0
+    code, out, _ = run(["audit", man, "--label", "digit", "--images", "file", "--size", "8", "--contributor", "who",
+                        "--no-ledger", "--out", tmp_path / "aud", "--json"], capsys, monkeypatch)
+    assert code in (0, 1) and json.loads(out)["n_samples"] == 120
+    code, _, err = run(["detect", "knn", man, "--label", "digit", "--images", "file", "--size", "8y"], capsys,
+                       monkeypatch)
+    assert code == 2 and "--size must be" in err
+
+
 def test_datasets_json(capsys, monkeypatch):
     code, out, _ = run(["datasets", "--json"], capsys, monkeypatch)
     assert code == 0

@@ -754,3 +754,68 @@ def test_chunked_read_of_a_broken_csv_is_one_error(tmp_path, monkeypatch):
     monkeypatch.setattr(L, "TABLE_CHUNK_ROWS", 7)
     with pytest.raises(DataError, match="could not parse"):
         L._read_table(p)
+
+
+# --------------------------------------------------------------------------- image manifests
+def _image_manifest(root: Path, n: int = 24, sizes=None) -> pd.DataFrame:
+    """``n`` small greyscale PNGs under root/pics and root/manifest.csv (file, label, vendor)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (root / "pics").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        h, w = sizes[i] if sizes else (6, 7)
+        Image.fromarray(rng.integers(0, 256, size=(h, w), dtype=np.uint8), "L").save(root / "pics" / f"{i}.png")
+        rows.append({"file": f"pics/{i}.png", "label": ["cat", "dog"][i % 2], "vendor": f"v{i % 3}", "uid": f"u{i}"})
+    df = pd.DataFrame(rows)
+    df.to_csv(root / "manifest.csv", index=False)
+    return df
+
+
+def test_table_of_image_paths(tmp_path):
+    from PIL import Image
+
+    df = _image_manifest(tmp_path)
+    s = load_table(tmp_path / "manifest.csv", label="label", image_col="file", id_col="uid", contributor="vendor",
+                   test_size=0.25)
+    assert s.train.is_image and s.train.X.shape[1:] == (1, 6, 7) and len(s.train) + len(s.test) == 24
+    for k, uid in enumerate(s.train.ids[:5]):
+        i = int(uid[1:])
+        pixels = np.asarray(Image.open(tmp_path / "pics" / f"{i}.png"), dtype=np.float32) / 255
+        np.testing.assert_allclose(s.train.X[k, 0], pixels, rtol=1e-6)
+        assert s.train.labels[k] == df.loc[i, "label"] and s.train.meta["contributor"].iloc[k] == df.loc[i, "vendor"]
+    resized = load_table(tmp_path / "manifest.csv", label="label", image_col="file", size=4)
+    assert resized.train.X.shape[1:] == (1, 4, 4)
+
+
+@pytest.mark.parametrize("value, match", [
+    ("/etc/hostname", "leaves the table's folder"),
+    ("../outside.png", "leaves the table's folder"),
+    ("pics/missing.png", "not found under"),
+    ("", "not an image path"),
+])
+def test_table_of_image_paths_refuses_bad_paths(tmp_path, value, match):
+    df = _image_manifest(tmp_path)
+    (tmp_path.parent / "outside.png").write_bytes((tmp_path / "pics" / "0.png").read_bytes())
+    df.loc[5, "file"] = value
+    df.to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(DataError, match=f"data row 5 .*{match}"):
+        load_table(tmp_path / "manifest.csv", label="label", image_col="file")
+
+
+def test_table_of_image_paths_bad_options_and_sizes(tmp_path):
+    _image_manifest(tmp_path, sizes=[(6, 7)] * 23 + [(9, 9)])
+    p = tmp_path / "manifest.csv"
+    with pytest.raises(DataError, match="different sizes.*size="):
+        load_table(p, label="label", image_col="file")
+    assert load_table(p, label="label", image_col="file", size=(6, 7)).train.X.shape[1:] == (1, 6, 7)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_table(p, label="label", image_col="file", features=["vendor"])
+    with pytest.raises(ConfigError, match="image column and the label"):
+        load_table(p, label="file", image_col="file")
+    with pytest.raises(ConfigError, match="apply to images only"):
+        load_table(p, label="label", size=8)
+    with pytest.raises(DataError, match="image column 'picture' not found"):
+        load_table(p, label="label", image_col="picture")
+

@@ -73,8 +73,23 @@ def _split_features(features: Optional[str]) -> Optional[list]:
     return cols
 
 
+def _parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
+    """``--size``: ``28`` or ``28x32`` (height x width) -> (H, W)."""
+    if size is None:
+        return None
+    parts = str(size).lower().replace("×", "x").split("x")
+    try:
+        hw = [int(v) for v in parts]
+    except ValueError:
+        hw = []
+    if len(hw) not in (1, 2) or min(hw) < 1:
+        raise ConfigError(f"--size must be HEIGHTxWIDTH or one number (e.g. 28x28 or 28), got {size!r}")
+    return (hw[0], hw[-1])
+
+
 def _load(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str], test_size: float,
-          seed: int, *, classes: Optional[str] = None, task: Optional[str] = None):
+          seed: int, *, classes: Optional[str] = None, task: Optional[str] = None, image_col: Optional[str] = None,
+          size: Optional[str] = None):
     from mithridate.data import load_dataset
     from mithridate.data.loaders import SKLEARN_DATASETS
 
@@ -85,6 +100,10 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
         kwargs["features"] = _split_features(features)
     if id_col is not None:
         kwargs["id_col"] = id_col
+    if image_col is not None:
+        kwargs["image_col"] = image_col
+    if size is not None:
+        kwargs["size"] = _parse_size(size)
     path = Path(data)
     low = path.name.lower()
     is_table = low.endswith((".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz", ".pq"))
@@ -111,6 +130,8 @@ DataArg = typer.Argument(..., help="A bundled dataset name (see `mithridate data
 LabelOpt = typer.Option(None, "--label", help="Label column (tables; required there) or JSONL key (default: the first of label, labels, sentiment, category, class, target, ... on the first line).")
 FeaturesOpt = typer.Option(None, "--features", help="Comma-separated feature columns (tables; default: all numeric).")
 IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (tables).")
+ImagesOpt = typer.Option(None, "--images", help="Tables: a column of image paths, relative to the table's folder (a manifest: file, label, vendor ...); the images are read as an image folder's would be.")
+SizeOpt = typer.Option(None, "--size", help="Images: resize every image to HEIGHTxWIDTH (e.g. 28x28, or 28); needed when they differ in size.")
 TestSizeOpt = typer.Option(0.3, "--test-size", help="Held-out fraction when the data has no test split.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (data split, attack, model).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON document on stdout instead of tables.")
@@ -257,6 +278,7 @@ def train(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison): also train on the clean rows only and report what the defence removed."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     classes: Optional[str] = ClassesOpt, task: Optional[str] = TaskOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
     test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Train a model on DATA, optionally behind a defence, and report its test metrics.
@@ -277,7 +299,8 @@ def train(
         raise ConfigError(f"--defense must be one of {', '.join(DEFENSES)}, got {defense!r}")
     if task is None and model in REGRESSORS:
         task = "regression"
-    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task)
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task, image_col=image_col,
+                   size=size)
     tr, te = splits.train, splits.test
     if tr.is_regression != (model in REGRESSORS):
         raise ConfigError(f"--model {model} does not fit {'a regression' if tr.is_regression else 'a classification'} "
@@ -653,7 +676,8 @@ def detect(
     scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
-    classes: Optional[str] = ClassesOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+    classes: Optional[str] = ClassesOpt, image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
+    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
 
@@ -688,7 +712,7 @@ def detect(
     if input_ not in ("auto", "model", "raw"):
         raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
     registry.get("detector", detector)  # unknown names fail here, before any data is loaded
-    splits = _load(data, label, features, id_col, test_size, seed, classes=classes)
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col, size=size)
     train_set = splits.train
     wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS
     if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
@@ -737,11 +761,13 @@ def detect(
 
 
 # audit / sanitize -----------------------------------------------------------------------------
-def _audit_input(data, label, features, id_col, contributor, source, text_col, progress=False):
+def _audit_input(data, label, features, id_col, contributor, source, text_col, image_col=None, size=None,
+                 progress=False):
     from mithridate.audit.pipeline import load_for_audit
 
     return load_for_audit(data, label=label, features=_split_features(features), id_col=id_col,
-                          contributor=contributor, source=source, text_col=text_col, progress=progress)
+                          contributor=contributor, source=source, text_col=text_col, image_col=image_col,
+                          size=_parse_size(size), progress=progress)
 
 
 AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parquet (with --label), JSONL text, .npz, an image folder, or a bundled name.")
@@ -762,6 +788,7 @@ def audit(
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` whose penultimate layer is read (default: train one)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
     seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Audit a new version of a training set before retraining: exit 0 when it passes the policy, 1 when not.
@@ -777,7 +804,8 @@ def audit(
     from mithridate.models import TorchClassifier
 
     pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
-    inp = _audit_input(data, label, features, id_col, contributor, source, text_col, progress=not as_json)
+    inp = _audit_input(data, label, features, id_col, contributor, source, text_col, image_col, size,
+                       progress=not as_json)
     model = TorchClassifier.load(model_path) if model_path is not None else None
     ds_name = name or inp.dataset.name
     kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
@@ -815,6 +843,7 @@ def sanitize(
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` (default: train one)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
     seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Remove the samples the audit flags and write the rest in the input's format, with a manifest of what was removed and why."""
@@ -825,7 +854,8 @@ def sanitize(
     pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
     model = TorchClassifier.load(model_path) if model_path is not None else None
     res = run_sanitize(data, out_path, label=label, features=_split_features(features), id_col=id_col,
-                       contributor=contributor, source=source, text_col=text_col, policy=pol, model=model,
+                       contributor=contributor, source=source, text_col=text_col, image_col=image_col,
+                       size=_parse_size(size), policy=pol, model=model,
                        budget=budget, drop_contributors=drop_contributors, overwrite=overwrite, random_state=seed,
                        progress=not as_json)
     doc = {"input": str(data), "output": str(res.output), "removed_csv": str(res.manifest),

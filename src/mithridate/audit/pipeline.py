@@ -218,6 +218,7 @@ def load_for_audit(
     contributor: Optional[str] = None,
     source: Optional[str] = None,
     text_col: Optional[str] = None,
+    image_col: Optional[str] = None,
     size: Optional[Union[int, tuple]] = None,
     grayscale: Optional[bool] = None,
     progress: bool = False,
@@ -246,8 +247,13 @@ def load_for_audit(
         ``meta["display_text"]`` (not ``meta["text"]``, which tells detectors that the features
         *are* text embeddings); default: a non-numeric column named ``text``, if any. JSON Lines:
         the key of the text (default ``"text"``).
+    image_col : str, optional
+        Tables: a column of image paths relative to the table's folder (a manifest of images:
+        file, label, vendor ...); the images are audited as an image folder would be, with the
+        table's contributor/source/id columns. Absolute paths and ``..`` are refused.
     size, grayscale :
-        Images: as in :func:`~mithridate.data.loaders.load_image_folder`.
+        Images (a folder, or a table with ``image_col``): as in
+        :func:`~mithridate.data.loaders.load_image_folder`.
     progress : bool, default=False
         Tables over 64 MiB are read in chunks; show a progress bar on stderr while they are.
 
@@ -289,8 +295,10 @@ def load_for_audit(
     if p.is_dir():
         _refuse_options(table_opts, f"the image folder {p}")
         return _load_images(p, size=size, grayscale=grayscale)
-    if size is not None or grayscale is not None:
-        raise ConfigError("size and grayscale apply to image folders only")
+    if image_col is not None and not low.endswith(L._TABLE_SUFFIXES):
+        raise ConfigError("image_col applies to tables (a CSV/TSV/Parquet manifest of image paths) only")
+    if (size is not None or grayscale is not None) and image_col is None:
+        raise ConfigError("size and grayscale apply to images only (an image folder, or a table with image_col)")
     if low.endswith(".npz"):
         _refuse_options(table_opts, f"the npz archive {p}")
         return _load_npz_full(p)
@@ -303,7 +311,8 @@ def load_for_audit(
                                 contributor=contributor, source=source)
     if low.endswith(L._TABLE_SUFFIXES):
         return _load_table_full(p, label=label, features=features, id_col=id_col, contributor=contributor,
-                                source=source, text_col=text_col, progress=progress)
+                                source=source, text_col=text_col, image_col=image_col, size=size,
+                                grayscale=grayscale, progress=progress)
     raise DataError(f"cannot tell how to audit {p}; give a .csv, .tsv, .parquet, .jsonl or .npz file or an image folder")
 
 
@@ -326,13 +335,28 @@ def _concat(a: Dataset, b: Dataset) -> Dataset:
 
 def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequence[str]], id_col: Optional[str],
                      contributor: Optional[str], source: Optional[str], text_col: Optional[str],
+                     image_col: Optional[str] = None, size: Any = None, grayscale: Optional[bool] = None,
                      progress: bool = False) -> AuditInput:
     from mithridate.data import loaders as L
 
     if not isinstance(label, str) or not label:
         raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
+    if image_col is not None:
+        if features is not None:
+            raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
+        if image_col in (label, id_col, contributor, source, text_col):
+            raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source/text")
+        size_hw = L._check_size(size)
     df, p = L._read_table(p, progress=progress)
     L._need_column(df, label, "label", p)
+    if image_col is not None:
+        X, files = L._table_images(df, p, image_col, size_hw, grayscale)
+        ds = L._table_dataset(df, p, label=label, features=[], id_col=id_col, contributor=contributor,
+                              source=source, classes=None, name=L._stem(p), min_classes=2, images=X)
+        opts = {"label": label, "image_col": image_col, "id_col": id_col, "contributor": contributor,
+                "source": source, "size": list(size_hw) if size_hw else None, "grayscale": grayscale}
+        return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)),
+                          files=tuple(f.resolve() for f in files), image_root=p.parent.resolve(), options=opts)
     if text_col is not None:
         L._need_column(df, text_col, "text", p)
     elif "text" in df.columns and not pd.api.types.is_numeric_dtype(df["text"].dtype) and "text" not in (

@@ -153,6 +153,7 @@ def sanitize(
     contributor: Optional[str] = None,
     source: Optional[str] = None,
     text_col: Optional[str] = None,
+    image_col: Optional[str] = None,
     size: Optional[Union[int, tuple]] = None,
     grayscale: Optional[bool] = None,
     policy: PolicySpec = None,
@@ -179,8 +180,10 @@ def sanitize(
     out : path
         Where the cleaned data go: a file of the same format as the input (a folder for
         images). Never the input itself.
-    label, features, id_col, contributor, source, text_col, size, grayscale :
-        Loading options, see :func:`~mithridate.audit.pipeline.load_for_audit`.
+    label, features, id_col, contributor, source, text_col, image_col, size, grayscale :
+        Loading options, see :func:`~mithridate.audit.pipeline.load_for_audit`. A table of image
+        paths (``image_col``) is written as the same table without the removed rows, next to the
+        input (its paths are relative to that folder; the images themselves are not copied).
     policy : Policy, path or mapping, optional
         Its ``detectors`` (and, with ``drop_contributors``, its reputation settings) are used.
     model, layer, feature_mode :
@@ -228,7 +231,7 @@ def sanitize(
         inp = AuditInput(dataset=data, kind="dataset", path=None, format="dataset", rows=np.arange(len(data)))
     else:
         inp = load_for_audit(data, label=label, features=features, id_col=id_col, contributor=contributor,
-                             source=source, text_col=text_col, size=size, grayscale=grayscale)
+                             source=source, text_col=text_col, image_col=image_col, size=size, grayscale=grayscale)
     ds = inp.dataset
     # output format must match the input's
     out_kind = _suffix_kind(out_p)
@@ -244,6 +247,9 @@ def sanitize(
     elif out_kind != inp.format:
         raise ConfigError(f"the input is {inp.format.upper()} ({inp.path.name}): write the cleaned data in the same "
                           f"format (got {out_p.name!r})")
+    if inp.kind == "table" and inp.image_root is not None and out_p.parent.resolve() != inp.image_root:
+        raise ConfigError(f"the input's image paths are relative to {inp.image_root}: write the cleaned table in "
+                          f"that folder (e.g. {inp.image_root / out_p.name}) so that they still resolve")
     man_csv = Path(manifest) if manifest is not None else default_manifest_path(out_p)
     if man_csv.name.endswith(".removed.csv"):
         man_json = man_csv.with_name(man_csv.name[: -len(".removed.csv")] + ".manifest.json")

@@ -1131,8 +1131,13 @@ def _table_dataset(
     name: str,
     min_classes: int,
     task: str = "classification",
+    images: Optional[np.ndarray] = None,
 ) -> Dataset:
+    """One table's rows as a Dataset: ``features`` columns as X, or ``images`` (N x C x H x W,
+    read by :func:`_table_images`) in their place."""
     _need_column(df, label, "label", p)
+    if images is not None:
+        features = []
     for col in features:
         _need_column(df, col, "feature", p)
     for col, role in ((id_col, "id"), (contributor, "contributor"), (source, "source")):
@@ -1157,8 +1162,8 @@ def _table_dataset(
             f"{int(rows[0])}; {int(na.any(axis=1).sum())} rows affected, columns {bad_cols}); "
             "impute or drop those rows first"
         )
-    X = Xdf.to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(X)):
+    X = Xdf.to_numpy(dtype=np.float64) if images is None else images
+    if images is None and not np.all(np.isfinite(X)):
         rows, cols = np.nonzero(~np.isfinite(X))
         raise DataError(
             f"feature column {features[cols[0]]!r} in {p} has infinite values (first in data "
@@ -1201,6 +1206,31 @@ def _table_dataset(
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
 
 
+def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tuple[int, int]],
+                  grayscale: Optional[bool]) -> tuple[np.ndarray, list[Path]]:
+    """Read the images a table's ``image_col`` names: paths relative to the table's folder.
+
+    Absolute paths and ``..`` are refused: a manifest must not make mithridate read (and show in
+    a report) a picture from elsewhere on the disk."""
+    _need_column(df, image_col, "image", p)
+    root = p.parent.resolve()
+    files = []
+    for row, value in enumerate(df[image_col].tolist()):
+        where = f"{p}, data row {row} (column {image_col!r})"
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: {value!r} is not an image path; every row needs one")
+        rel = Path(value.strip())
+        if rel.is_absolute() or rel.drive or ".." in rel.parts:
+            raise DataError(f"{where}: {value!r} leaves the table's folder; image paths must be relative "
+                            f"to {root} and stay inside it (no absolute paths, no '..')")
+        f = root / rel
+        if not f.is_file():
+            raise DataError(f"{where}: image {value!r} not found under {root}")
+        files.append(f)
+    X, _, _ = _image_set(root, [(f, "") for f in files], size=size, grayscale=grayscale)
+    return X, files
+
+
 def load_table(
     path: PathLike,
     *,
@@ -1213,8 +1243,16 @@ def load_table(
     random_state: RandomState = 0,
     test_path: Optional[PathLike] = None,
     task: str = "classification",
+    image_col: Optional[str] = None,
+    size: Optional[Union[int, tuple[int, int]]] = None,
+    grayscale: Optional[bool] = None,
 ) -> DatasetSplits:
     """Load a CSV, TSV or Parquet table (format from the extension; ``.csv.gz`` works).
+
+    With ``image_col`` the table is a manifest of images (a common layout: a flat folder of
+    pictures and a CSV of file name, label, vendor ...): the column holds paths relative to the
+    table's folder, the images become ``X`` (as :func:`load_image_folder` reads them) and the
+    other columns give labels, ids, contributors and sources.
 
     Parameters
     ----------
@@ -1239,6 +1277,12 @@ def load_table(
         A second table with the same columns used as the test split instead of splitting.
     task : {"classification", "regression"}, default="classification"
         ``"regression"`` keeps the label column as float targets and splits rows at random.
+    image_col : str, optional
+        Column of image paths, relative to the table's folder (absolute paths and ``..`` are
+        refused). The images replace the feature columns (``features`` must then be None).
+    size, grayscale :
+        With ``image_col``: as in :func:`load_image_folder` (resize to (H, W); force or refuse
+        greyscale).
 
     Returns
     -------
@@ -1268,9 +1312,21 @@ def load_table(
                 raise ConfigError(f"{role} column {col!r} is also listed in features; remove it from features")
     if task not in ("classification", "regression"):
         raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
+    if image_col is not None:
+        if not isinstance(image_col, str) or not image_col:
+            raise ConfigError(f"image_col must be the name of the image column (a string), got {image_col!r}")
+        if features is not None:
+            raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
+        if image_col in (label, id_col, contributor, source):
+            raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source")
+    elif size is not None or grayscale is not None:
+        raise ConfigError("size and grayscale apply to images only (pass image_col for a table of image paths)")
+    size_hw = _check_size(size) if image_col is not None else None
     df, p = _read_table(path)
     reserved = {c for c in (label, id_col, contributor, source) if c is not None}
-    if features is None:
+    if image_col is not None:
+        features = []
+    elif features is None:
         _need_column(df, label, "label", p)
         features, skipped = [], []
         for col in df.columns:
@@ -1295,15 +1351,20 @@ def load_table(
             )
     name = _stem(p)
     common = dict(label=label, features=list(features), id_col=id_col, contributor=contributor, source=source, name=name)
+
+    def pixels(frame: pd.DataFrame, where: Path) -> Optional[np.ndarray]:
+        return None if image_col is None else _table_images(frame, where, image_col, size_hw, grayscale)[0]
+
     if task == "regression":
-        full = _table_dataset(df, p, classes=None, min_classes=1, task="regression", **common)
+        full = _table_dataset(df, p, classes=None, min_classes=1, task="regression", images=pixels(df, p), **common)
         if test_path is None:
             return _split_dataset(full, test_size, random_state, name=name, source=str(p))
         df_test, p_test = _read_table(test_path)
-        test = _table_dataset(df_test, p_test, classes=None, min_classes=1, task="regression", **common)
+        test = _table_dataset(df_test, p_test, classes=None, min_classes=1, task="regression",
+                              images=pixels(df_test, p_test), **common)
         return DatasetSplits(train=full, test=test, name=name, source=str(p))
     if test_path is None:
-        full = _table_dataset(df, p, classes=None, min_classes=2, **common)
+        full = _table_dataset(df, p, classes=None, min_classes=2, images=pixels(df, p), **common)
         return _split_dataset(full, test_size, random_state, name=name, source=str(p))
     df_test, p_test = _read_table(test_path)
     _need_column(df_test, label, "label", p_test)
@@ -1311,8 +1372,11 @@ def load_table(
         shared = _shared_classes(
             [_column_values(df[label]), _column_values(df_test[label])], [p.name, p_test.name]
         )
-    train = _table_dataset(df, p, classes=shared, min_classes=2, **common)
-    test = _table_dataset(df_test, p_test, classes=shared, min_classes=1, **common)
+    train = _table_dataset(df, p, classes=shared, min_classes=2, images=pixels(df, p), **common)
+    test = _table_dataset(df_test, p_test, classes=shared, min_classes=1, images=pixels(df_test, p_test), **common)
+    if train.X.shape[1:] != test.X.shape[1:]:
+        raise DataError(f"the images of {p} are {train.X.shape[1:]} (C, H, W) but those of {p_test} are "
+                        f"{test.X.shape[1:]}; pass size=(H, W) (and grayscale) to read both alike")
     return DatasetSplits(train=train, test=test, name=name, source=str(p))
 
 
