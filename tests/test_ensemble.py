@@ -18,11 +18,21 @@ def test_upper_z_by_hand():
     assert z[5] == pytest.approx(0.0)
     assert z[9] == pytest.approx(1.2816)
     assert z[10] == pytest.approx(5 * 1.2816 / 4)
-    # mostly tied scores (a kNN disagreement share): finite, and the odd one out is extreme
-    tied = np.zeros(100)
+    # mostly tied scores (a kNN disagreement share, 0 for 93% of a clean set): the scale comes
+    # from the first percentile above the median, here the 95th, so z stays on a Gaussian scale
+    knn = np.zeros(1000)
+    knn[:70] = 0.1  # one disagreeing neighbour of ten
+    knn[:20] = 0.5
+    knn[:3] = 1.0
+    zk = upper_z(knn)
+    scale = 0.1 / 1.6449  # q95 = 0.1
+    assert zk[50] == pytest.approx(1.6449) and zk[10] == pytest.approx(0.5 / scale) and zk[0] == pytest.approx(1 / scale)
+    assert np.all(zk[70:] == 0)
+    # one odd value in 2,000 (beyond the 99.9th percentile): the standard deviation
+    tied = np.zeros(2000)
     tied[0] = 1.0
     zt = upper_z(tied)
-    assert np.all(np.isfinite(zt)) and zt[0] > 100 and np.all(zt[1:] == 0)
+    assert zt[0] == pytest.approx(1.0 / np.std(tied)) and np.all(zt[1:] == 0)
     assert np.all(upper_z(np.ones(5)) == 0)
 
 
