@@ -188,36 +188,3 @@ def test_subpopulation_flags_are_not_votes():
     # with a single voter left, votes alone never flag
     ens1 = Ensemble([sub, _Fixed("b", np.zeros(50), f_b)]).fit(ds)
     assert not ens1.flag().any()
-
-
-def test_null_of_the_flag_rule_leaves_out_what_spectral_sets_apart():
-    # a planted group that is 14% of all samples (55% of its class, shifted by 10 sd along one
-    # coordinate): read from every sample, the 90th percentile of the ensemble score falls
-    # inside the group and its z stays low
-    rng = np.random.default_rng(0)
-    n, d = 300, 16
-    X, y, poison = [], [], []
-    for c in range(4):
-        F = rng.normal(size=d) * 2 + rng.normal(size=(n, d))
-        p = np.zeros(n, bool)
-        if c == 0:
-            p[: int(0.55 * n)] = True
-            F[p, 0] += 10.0
-        X.append(F)
-        y += [c] * n
-        poison.append(p)
-    truth = np.concatenate(poison)
-    ds = Dataset.from_arrays(np.concatenate(X).astype(np.float32), y)
-    ens = Ensemble().fit(ds, learnt=True)  # as on a network's features: spectral joins
-    assert "spectral" in ens.members_
-    held = ens.members_["spectral"].flag()
-    assert ens.null_excluded_ == int(held.sum()) > 0
-    np.testing.assert_allclose(ens.z_, upper_z(ens.scores_, reference=ens.scores_[~held]))
-    plain = upper_z(ens.scores_) > ens.z_threshold
-    flags = ens.flag()
-    assert plain[truth].mean() < 0.1  # the plain scale misses the group
-    assert flags[truth].mean() >= 0.95 and flags[~truth].mean() <= 0.05
-    # without a subpopulation member nothing is left out
-    tab = Ensemble().fit(ds)
-    assert tab.null_excluded_ == 0 and np.array_equal(tab.z_, upper_z(tab.scores_))
-

@@ -69,25 +69,23 @@ WEIGHTINGS = ("evidence", "equal")
 UPPER_QUANTILES = ((90.0, 1.2816), (95.0, 1.6449), (97.5, 1.9600), (99.0, 2.3263), (99.5, 2.5758), (99.9, 3.0902))
 
 
-def upper_z(scores: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+def upper_z(scores: np.ndarray) -> np.ndarray:
     """``(s - median) / ((q_p - median) / z_p)`` for the first p of :data:`UPPER_QUANTILES`
     (90, 95, 97.5, 99, 99.5, 99.9) whose percentile lies above the median.
 
     p = 90 unless 90% of the scores are tied at the median; then a higher percentile (still a
     quantile of the data, so the z stays on a Gaussian-like scale instead of exploding). Scores
     tied at the median beyond the 99.9th percentile use the standard deviation (1 for constant
-    scores). The median and percentiles are those of ``reference`` when given (default: the
-    scores themselves).
+    scores).
     """
     s = np.asarray(scores, dtype=np.float64)
-    r = s if reference is None else np.asarray(reference, dtype=np.float64)
-    med = float(np.median(r))
-    qs = np.percentile(r, [p for p, _ in UPPER_QUANTILES])
+    med = float(np.median(s))
+    qs = np.percentile(s, [p for p, _ in UPPER_QUANTILES])
     eps = 1e-12 * max(1.0, abs(med))
     for q, (_, zp) in zip(qs, UPPER_QUANTILES):
         if float(q) - med > eps:
             return (s - med) / ((float(q) - med) / zp)
-    sd = float(np.std(r))
+    sd = float(np.std(s))
     return (s - med) / (sd if sd > eps else 1.0)
 
 
@@ -138,14 +136,7 @@ class Ensemble(Detector):
     seconds_ : dict
         Member name -> seconds its ``fit`` took.
     z_ : ndarray
-        :func:`upper_z` of ``scores_`` (used by the default flag rule), its median and scale read
-        from the samples that no ``"subpopulation"`` member flags (when those are at least half
-        of the data; otherwise from all): a group that such a member has already set apart --
-        a backdoor making up 10% of the data is half of its target class -- would otherwise sit
-        above the 90th percentile and widen the scale its own z is measured with (digits BadNets
-        10%: 0-13 of 126 poisons flagged with the plain scale, all with this one).
-    null_excluded_ : int
-        Samples left out of that reference (0: all were used).
+        :func:`upper_z` of ``scores_`` (used by the default flag rule).
 
     Examples
     --------
@@ -257,16 +248,7 @@ class Ensemble(Detector):
             self.weights_ = {k: 1.0 for k in fitted}
         w = np.array([self.weights_[k] for k in self.member_z_.columns])
         self.scores_ = (np.clip(self.member_z_.to_numpy(), 0.0, None) * w).sum(axis=1)
-        # the null of the ensemble score is read without the groups a subpopulation member has
-        # set apart: a backdoor that is 10% of the data or more sits above the 90th percentile
-        # and would otherwise widen the very scale its own z is measured with
-        held = np.zeros(len(self.scores_), dtype=bool)
-        for k, det in fitted.items():
-            if kinds[k] == "subpopulation":
-                held |= np.asarray(det.flag(), dtype=bool)
-        use = held.any() and int((~held).sum()) >= max(2, len(held) // 2)
-        self.null_excluded_ = int(held.sum()) if use else 0
-        self.z_ = upper_z(self.scores_, reference=self.scores_[~held] if use else None)
+        self.z_ = upper_z(self.scores_)
         self.y_ = np.asarray(dataset.y)
         self.ids_ = np.asarray(dataset.ids)
         return self
