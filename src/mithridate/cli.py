@@ -931,6 +931,7 @@ def evaluate(
     trigger_path: Optional[Path] = typer.Option(None, "--trigger", help="Trigger file written by `mithridate attack` (for ASR)."),
     target: Optional[str] = typer.Option(None, "--target", help="Target class (default: the one stored with the trigger)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
     test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Clean accuracy of a model on DATA's test split, and with --trigger its attack success rate."""
@@ -939,7 +940,7 @@ def evaluate(
     from mithridate.eval import metrics as M
     from mithridate.models import TorchClassifier
 
-    splits = _load(data, label, features, id_col, test_size, seed)
+    splits = _load(data, label, features, id_col, test_size, seed, image_col=image_col, size=size)
     model = TorchClassifier.load(model_path)
     test = splits.test
     pred = model.predict(test.X)
