@@ -142,6 +142,42 @@ def test_image_report_has_thumbnails(tmp_path):
     _assert_inert(html)
 
 
+def test_split_classes_are_listed_in_summary_report_and_cli(tmp_path, capsys, monkeypatch):
+    # a backdoor that is 10% of digits makes half of its target class: the gate may pass (its
+    # group is not a vote), but the class split must be reported, with an escaped class name
+    import sys
+
+    from mithridate.attacks.backdoor import BadNets
+    from mithridate.cli import main
+    from mithridate.data import load_dataset
+
+    train = load_dataset("digits", random_state=1).train
+    poisoned = BadNets(target=0, poison_rate=0.1, size=2).poison(train, random_state=1).dataset
+    names = ["<b>zero</b>"] + [str(c) for c in poisoned.classes[1:]]
+    ds = poisoned.without_ground_truth().replace(classes=tuple(names))
+    result = run_audit(ds, name="digits", progress=False, random_state=1)
+    groups = result.summary["subpopulations"]
+    target = [g for g in groups if g["class"] == "<b>zero</b>"]
+    assert target and target[0]["detector"] == "spectral" and target[0]["share"] >= 0.4
+    assert all(g["share"] >= 0.10 for g in groups) and groups == sorted(groups, key=lambda g: -g["share"])
+    assert target[0]["n_flagged"] == int((result.findings["flagged"] & (result.findings["label"] == "<b>zero</b>")
+                                          & (result.findings["spectral_score"] > 4)).sum())
+    html = render_audit_report(result)
+    assert "Classes split in two" in html and "&lt;b&gt;zero&lt;/b&gt;" in html and "<b>zero</b>" not in html
+    _assert_inert(html)
+    # the CLI prints the large splits after the policy table
+    npz = tmp_path / "bd.npz"
+    np.savez(npz, x=(poisoned.X[:, 0] * 255).round().astype(np.uint8), y=np.asarray(poisoned.y))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["mithridate", "audit", str(npz), "--no-ledger", "--out", str(tmp_path / "o"),
+                                      "--seed", "1"])
+    with pytest.raises(SystemExit):
+        main()
+        raise SystemExit(0)  # main() returns normally on exit status 0
+    out = capsys.readouterr().out
+    assert "classes split in two by spectral signatures" in out and "class '0':" in out
+
+
 def test_render_without_ledger_or_contributors():
     from sklearn.datasets import load_wine
 

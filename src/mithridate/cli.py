@@ -829,6 +829,15 @@ def audit(
         n_flag = int(res.findings["flagged"].sum())
         out.print(f"{n_flag} of {len(res.findings)} samples flagged. Outputs in {out_dir}: report.html, findings.csv, "
                   "summary.json", markup=False, highlight=False)
+        split = [g for g in res.summary.get("subpopulations") or [] if g["share"] >= 0.25][:3]
+        if split:
+            out.print("note: classes split in two by spectral signatures (a backdoor's target class looks like this, "
+                      "and so does a class with two natural styles; not a policy check, see report.html):",
+                      markup=False, highlight=False)
+            for g in split:
+                out.print(f"  class {g['class']!r}: {g['n_group']} of {g['n_class']} samples ({100 * g['share']:.0f}%) "
+                          f"set apart, separation {g['separation']:.2f}, {g['n_flagged']} flagged",
+                          markup=False, highlight=False)
     raise typer.Exit(res.exit_code)
 
 

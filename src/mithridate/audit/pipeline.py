@@ -622,6 +622,35 @@ def _reasons(ens: Any, member_flags: pd.DataFrame, flags: np.ndarray, diff_table
     return out
 
 
+#: A class whose split sets apart at least this share of it is listed in ``summary["subpopulations"]``.
+SUBPOPULATION_MIN_SHARE = 0.10
+
+
+def _subpopulations(ens: Any, member_flags: pd.DataFrame, flags: np.ndarray, ds: Dataset) -> list:
+    """Classes a ``"subpopulation"`` member (spectral signatures) splits in two, with the group it
+    sets apart: what a backdoor's target class looks like, and also a class with two natural
+    styles. Informational (no policy check reads it): the group's own flags are not votes, so a
+    backdoor that is half of its class can pass the gate while its class shows up here."""
+    out = []
+    y = np.asarray(ds.y)
+    for name, det in getattr(ens, "members_", {}).items():
+        if getattr(det, "evidence", None) != "subpopulation" or name not in member_flags.columns:
+            continue
+        own = member_flags[name].to_numpy(bool)
+        for c, info in sorted((getattr(det, "splits_", None) or {}).items()):
+            if not info.get("oriented"):
+                continue
+            in_c = y == int(c)
+            group = own & in_c
+            n_c, n_g = int(in_c.sum()), int(group.sum())
+            if n_c == 0 or n_g / n_c < SUBPOPULATION_MIN_SHARE:
+                continue
+            out.append({"detector": str(name), "class": str(ds.classes[int(c)]), "n_class": n_c, "n_group": n_g,
+                        "share": n_g / n_c, "separation": float(info.get("separation", float("nan"))),
+                        "n_flagged": int((group & flags).sum())})
+    return sorted(out, key=lambda r: -r["share"])
+
+
 def _group_shares(keys: list, flags: np.ndarray, key_name: str) -> list:
     df = pd.DataFrame({"k": pd.Series(keys, dtype=object), "f": flags.astype(np.int64)})
     df = df[df["k"].notna()]
@@ -898,6 +927,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 "trend": trends.get(str(r.contributor), []),
             })
         classes = _group_shares(labels, flags, "label")
+        subpops = _subpopulations(ens, member_flags, flags, ds)
         diff_summary = None
         if diff is not None:
             d = diff.to_dict(max_ids=DIFF_IDS)
@@ -922,6 +952,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             "member_flagged": {m: int(member_flags[m].sum()) for m in member_flags.columns},
             "agreement": _agreement(member_flags, flags),
             "classes": classes,
+            "subpopulations": subpops,
             "contributors": contrib_rows,
             "n_contributors": len(present),
             "n_without_contributor": int(sum(c is None for c in contributors)),

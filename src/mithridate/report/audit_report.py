@@ -340,6 +340,10 @@ def build_audit_context(result: Any, *, title: Optional[str] = None, n_top: int 
         "classes": classes,
         "plots": plots_,
         "agreement": _agreement(s),
+        "subpopulations": [{"detector": str(r["detector"]), "label": str(r["class"]), "n_class": int(r["n_class"]),
+                            "n_group": int(r["n_group"]), "share": _pct(r["share"]),
+                            "separation": f"{float(r['separation']):.2f}", "n_flagged": int(r["n_flagged"])}
+                           for r in (s.get("subpopulations") or [])],
         "contributors": _contributors(result),
         "diff": _diff(result),
         "roni": _roni(result),
