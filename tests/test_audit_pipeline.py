@@ -463,8 +463,11 @@ def test_image_manifest_audit_with_contributors_and_sanitize(tmp_path):
     kept = pd.read_csv(out)
     assert len(kept) == cleaned.n_kept == 200 - cleaned.n_removed and cleaned.n_removed > 0
     assert all((tmp_path / f).is_file() for f in kept["path"])  # the kept paths still resolve
-    again = load_for_audit(out, label="digit", image_col="path", contributor="vendor")
+    again = load_for_audit(out, label="digit", image_col="path", contributor="vendor", text_col="vendor")
     assert len(again.dataset) == cleaned.n_kept
+    assert list(again.dataset.meta["display_text"][:3]) == list(kept["vendor"][:3])  # a caption per picture
+    with pytest.raises(ConfigError, match="image_col only apply to tables"):
+        load_for_audit("wine", image_col="path")
 
 
 def test_sanitize_dataset_in_memory_and_budget(tmp_path):

@@ -235,6 +235,20 @@ def test_single_class_whitened_candidates_repeat_the_raw_ones():
     np.testing.assert_allclose(z_w, z_r, atol=1e-6)
     np.testing.assert_allclose(np.abs(d_w[0] @ d_r[0].T), 1.0, atol=1e-9)  # same unit direction
     np.testing.assert_array_equal(r_w[0], r_r[0])
+    # and the peeling pass does use the raw candidates only
+    calls = []
+    orig = SpectralSignatures._split_pass
+
+    def spy(self, F_, y_, whiten=True):
+        calls.append(whiten)
+        return orig(self, F_, y_, whiten=whiten)
+
+    SpectralSignatures._split_pass = spy
+    try:
+        det = SpectralSignatures().fit(ds)
+    finally:
+        SpectralSignatures._split_pass = orig
+    assert calls[0] is True and len(calls) > 1 and not any(calls[1:]) and det.splits_[0]["oriented"]
 
 
 def test_split_score_handles_a_majority_poisoned_class():

@@ -455,6 +455,23 @@ def test_table_formats(tmp_path, suffix):
     assert set(s.train.meta["source"]) == {"web"}
 
 
+def test_semicolon_csv_with_decimal_commas_and_quoted_header(tmp_path):
+    df = _toy_frame()
+    p = tmp_path / "toy.csv"
+    df.to_csv(p, index=False, sep=";", decimal=",")  # what a comma-decimal spreadsheet writes
+    assert ",5" in p.read_text() or "0," in p.read_text()
+    with pytest.warns(UserWarning, match="note"):
+        s = load_table(p, label="y", id_col="uid")
+    assert s.train.X.shape[1] == 2  # f1 (decimal commas) and f2 read as numbers
+    rows = df.set_index("uid")
+    np.testing.assert_allclose(s.train.X[:, 0], rows.loc[list(s.train.ids), "f1"].to_numpy(np.float32), rtol=1e-6)
+    # a quoted header holding a comma does not make the file comma-separated
+    q = tmp_path / "q.csv"
+    q.write_text('"price, eur";"n";"label"\n' + "".join(f"{i},5;{i % 3};{'ab'[i % 2]}\n" for i in range(30)))
+    t = load_table(q, label="label", test_size=0.2)
+    assert t.train.X.shape[1] == 2 and sorted(t.train.X[:, 0] % 1) [0] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_csv_with_another_separator_is_read(tmp_path, sep):
     # spreadsheets in comma-decimal locales save ";"-separated "CSV"; the header line tells
@@ -802,6 +819,30 @@ def test_table_of_image_paths_refuses_bad_paths(tmp_path, value, match):
     df.to_csv(tmp_path / "manifest.csv", index=False)
     with pytest.raises(DataError, match=f"data row 5 .*{match}"):
         load_table(tmp_path / "manifest.csv", label="label", image_col="file")
+
+
+def test_table_of_image_paths_windows_separators_numbers_and_junk(tmp_path):
+    df = _image_manifest(tmp_path)
+    df["file"] = [f.replace("/", "\\") for f in df["file"]]  # written on Windows
+    df.to_csv(tmp_path / "manifest.csv", index=False)
+    assert load_table(tmp_path / "manifest.csv", label="label", image_col="file").train.X.shape[1:] == (1, 6, 7)
+    for bad in ("..\\outside.png", "C:\\data\\0.png"):
+        df.loc[1, "file"] = bad
+        df.to_csv(tmp_path / "manifest.csv", index=False)
+        with pytest.raises(DataError, match="data row 1 .*leaves the table's folder"):
+            load_table(tmp_path / "manifest.csv", label="label", image_col="file")
+    df.loc[1, "file"] = "x" * 300  # --images pointed at a caption column: one line, no traceback
+    df.to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(DataError, match="data row 1 .*(not a usable image path|not found)"):
+        load_table(tmp_path / "manifest.csv", label="label", image_col="file")
+    # file names that are plain numbers (no extension) are read as integers by the CSV parser
+    for i in range(24):
+        (tmp_path / "pics" / f"{i}.png").rename(tmp_path / f"{i}")
+    df["file"] = list(range(24))
+    df.to_csv(tmp_path / "manifest.csv", index=False)
+    assert len(load_table(tmp_path / "manifest.csv", label="label", image_col="file", test_size=0.25).train) == 18
+    with pytest.raises(ConfigError, match="over 4096 pixels"):
+        load_table(tmp_path / "manifest.csv", label="label", image_col="file", size=100000)
 
 
 def test_table_of_image_paths_bad_options_and_sizes(tmp_path):

@@ -422,6 +422,10 @@ def test_text_and_label_keys_found_under_usual_names(tmp_path):
     p3 = write_jsonl(tmp_path / "n.jsonl", [{"text": 3, "body": "words here", "label": "a"},
                                             {"text": 4, "body": "other words", "label": "b"}] * 3)
     assert list(load_jsonl(p3, test_size=0.5).train.meta["text"])[0] in ("words here", "other words")
+    # a label key holding a list is passed over for the next usable one
+    p5 = write_jsonl(tmp_path / "l.jsonl", [{"text": f"w{i} x", "labels": [1, 2], "category": "ab"[i % 2]}
+                                            for i in range(8)])
+    assert load_jsonl(p5, test_size=0.5).train.classes == ("a", "b")
     p4 = write_jsonl(tmp_path / "x.jsonl", [{"tokens": "a b", "label": "a"}, {"tokens": "c d", "label": "b"}])
     with pytest.raises(DataError, match=r"none of the usual text keys .*\['tokens', 'label'\].*--text"):
         load_jsonl(p4)

@@ -281,7 +281,7 @@ def load_for_audit(
         raise ConfigError(f"data must be a path or a dataset name, got {type(data).__name__}")
     text = os.fspath(data)
     table_opts = {"label": label, "features": features, "id_col": id_col, "contributor": contributor,
-                  "source": source, "text_col": text_col}
+                  "source": source, "text_col": text_col, "image_col": image_col}
     p = Path(os.path.expanduser(text))
     low = p.name.lower()
     if not p.exists() and isinstance(data, str) and L._sklearn_key(text.strip().lower()) is not None:
@@ -353,8 +353,12 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         X, files = L._table_images(df, p, image_col, size_hw, grayscale)
         ds = L._table_dataset(df, p, label=label, features=[], id_col=id_col, contributor=contributor,
                               source=source, classes=None, name=L._stem(p), min_classes=2, images=X)
+        if text_col is not None:  # a caption shown next to each picture in the report
+            L._need_column(df, text_col, "text", p)
+            ds = ds.replace(meta=ds.meta.assign(display_text=df[text_col].to_numpy(dtype=object, na_value=None)))
         opts = {"label": label, "image_col": image_col, "id_col": id_col, "contributor": contributor,
-                "source": source, "size": list(size_hw) if size_hw else None, "grayscale": grayscale}
+                "source": source, "text_col": text_col, "size": list(size_hw) if size_hw else None,
+                "grayscale": grayscale}
         return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)),
                           files=tuple(f.resolve() for f in files), image_root=p.parent.resolve(), options=opts)
     if text_col is not None:
@@ -424,8 +428,8 @@ def _load_npz_full(p: Path) -> AuditInput:
             return AuditInput(dataset=ds, kind="npz", path=p, format="npz", rows=np.arange(len(ds)),
                               npz_split="x_train", options={"split": "train"})
         if "x" not in reader or "y" not in reader:
-            raise DataError(f"{p} holds neither x/y nor x_train/y_train/x_test/y_test; it holds: "
-                            f"{sorted(reader.keys.values())}")
+            raise DataError(f"{p} holds neither x/y nor x_train/y_train/x_test/y_test (nor data/target, "
+                            f"images/labels, ...); it holds: {sorted(reader.files)}")
         layout = None
         if "layout" in reader:
             layout = str(np.asarray(reader.get("layout")).reshape(-1)[0]).upper()

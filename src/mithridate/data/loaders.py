@@ -29,9 +29,11 @@ Conventions shared by all loaders:
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import inspect
 import os
+import re
 import struct
 import warnings
 import zipfile
@@ -997,20 +999,43 @@ def _table_kind(p: Path) -> str:
 
 def _csv_separator(p: Path, kind: str) -> str:
     """The field separator of a CSV/TSV file: ``,`` (CSV) or a tab (TSV) as the name says, unless
-    the header line holds none of it but does hold ``;`` (spreadsheets in locales whose decimal
-    mark is a comma write such "CSV"), a tab or ``|`` -- then that one."""
+    the header line splits into more fields (quotes respected) on ``;`` (spreadsheets in locales
+    whose decimal mark is a comma write such "CSV"), a tab or ``|`` -- then that one."""
     default = "," if kind == "csv" else "\t"
     try:
         with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as fh:
             head = fh.readline(65536).decode("utf-8", errors="replace")
     except (OSError, EOFError, zlib.error):
         return default  # the reader reports the problem
-    if default in head:
-        return default
-    for sep in (";", "\t", "|", ","):
-        if sep in head:
-            return sep
-    return default
+    fields = {}
+    for sep in (default, ";", "\t", "|", ","):  # the header's field count under each, quotes respected
+        try:
+            fields[sep] = len(next(csv.reader([head.rstrip("\r\n")], delimiter=sep)))
+        except (csv.Error, StopIteration):
+            fields[sep] = 0
+    best = max(fields, key=lambda k: (fields[k], k == default))
+    return best if fields[best] > fields[default] else default
+
+
+_COMMA_NUMBER = re.compile(r"^\s*[-+]?(\d+(,\d*)?|,\d+)([eE][-+]?\d+)?\s*$")
+
+
+def _comma_decimals(df: pd.DataFrame) -> pd.DataFrame:
+    """In a ``;``-separated file, text columns whose every value is a number written with a
+    decimal comma (``0,513``) become numbers; anything else stays as read."""
+    out = df
+    for col in df.columns:
+        values = df[col]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values.dtype)):
+            continue
+        present = values.dropna()
+        if not len(present) or not all(isinstance(v, str) for v in present):
+            continue
+        if any("," in v for v in present) and all(_COMMA_NUMBER.match(v) for v in present):
+            if out is df:
+                out = df.copy()
+            out[col] = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce")
+    return out
 
 
 #: Tables larger than this are read in chunks of :data:`TABLE_CHUNK_ROWS` rows, with a progress bar.
@@ -1087,6 +1112,8 @@ def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, P
         raise DataError(f"could not parse {p}: {msg}; check the delimiter and quoting") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
+    if kind != "parquet" and _csv_separator(p, kind) == ";":
+        df = _comma_decimals(df)
     if df.shape[1] == 0:
         raise DataError(f"{p} has no columns; it needs a header row and at least one data row")
     if len(df) == 0:
@@ -1210,22 +1237,31 @@ def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tupl
                   grayscale: Optional[bool]) -> tuple[np.ndarray, list[Path]]:
     """Read the images a table's ``image_col`` names: paths relative to the table's folder.
 
-    Absolute paths and ``..`` are refused: a manifest must not make mithridate read (and show in
-    a report) a picture from elsewhere on the disk."""
+    Absolute paths and ``..`` are refused (Windows ``\\`` separators are read as ``/``): a
+    manifest must not make mithridate read (and show in a report) a picture from elsewhere on the
+    disk. Symbolic links inside the folder are followed, as in an image folder: whoever built the
+    folder chose them (datasets are often link farms over a shared store)."""
     _need_column(df, image_col, "image", p)
     root = p.parent.resolve()
     files = []
     for row, value in enumerate(df[image_col].tolist()):
         where = f"{p}, data row {row} (column {image_col!r})"
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            value = str(value)  # file names that are numbers, read as integers by the CSV parser
         if not isinstance(value, str) or not value.strip():
             raise DataError(f"{where}: {value!r} is not an image path; every row needs one")
-        rel = Path(value.strip())
-        if rel.is_absolute() or rel.drive or ".." in rel.parts:
+        rel = Path(value.strip().replace("\\", "/"))
+        if rel.is_absolute() or rel.drive or ".." in rel.parts or re.match(r"^[A-Za-z]:", value.strip()):
             raise DataError(f"{where}: {value!r} leaves the table's folder; image paths must be relative "
                             f"to {root} and stay inside it (no absolute paths, no '..')")
         f = root / rel
-        if not f.is_file():
-            raise DataError(f"{where}: image {value!r} not found under {root}")
+        try:
+            found = f.is_file()
+        except OSError as exc:  # e.g. a name too long for the file system: not a path at all
+            raise DataError(f"{where}: {value[:60]!r} is not a usable image path ({exc.strerror or exc}); "
+                            "is --images naming the right column?") from None
+        if not found:
+            raise DataError(f"{where}: image {value[:200]!r} not found under {root}")
         files.append(f)
     X, _, _ = _image_set(root, [(f, "") for f in files], size=size, grayscale=grayscale)
     return X, files
@@ -1414,6 +1450,10 @@ def _collect_images(root: Path) -> dict[str, list[Path]]:
 _GREY_MODES = ("1", "L", "LA", "I", "F")
 
 
+#: Largest image side ``size=`` accepts (a typo such as 100000 would otherwise allocate terabytes).
+MAX_IMAGE_SIDE = 4096
+
+
 def _check_size(size: Any) -> Optional[tuple[int, int]]:
     if size is None:
         return None
@@ -1426,6 +1466,9 @@ def _check_size(size: Any) -> Optional[tuple[int, int]]:
         ok = False
     if not ok:
         raise ConfigError(f"size must be a pair of positive integers (H, W), got {size!r}")
+    if max(int(h), int(w)) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"size {int(h)}x{int(w)} is over {MAX_IMAGE_SIDE} pixels a side; detectors read small "
+                          "images (28x28 to 224x224): resize to less")
     return int(h), int(w)
 
 

@@ -373,15 +373,20 @@ LABEL_KEYS = ("label", "labels", "sentiment", "category", "class", "target", "y"
 
 def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, want_string: bool) -> str:
     """The first of ``candidates`` that the first record holds (any letter case), is not ``taken``
-    by another role and, for the text, holds a string."""
+    by another role and holds a usable value: a string for the text; a string or an integer for
+    the label."""
     by_lower: dict = {}
     for k in obj:
         by_lower.setdefault(k.lower(), k)
     for cand in candidates:
         k = by_lower.get(cand)
-        if k is None or k in taken or (want_string and not isinstance(obj[k], str)):
+        if k is None or k in taken:
             continue
-        return k
+        v = obj[k]
+        usable = isinstance(v, str) if want_string else (
+            isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+        if usable:
+            return k
     keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
     raise DataError(
         f"{where} has none of the usual {role} keys ({', '.join(candidates)}); keys on this line: {keys}; "

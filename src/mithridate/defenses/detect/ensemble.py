@@ -76,16 +76,19 @@ def upper_z(scores: np.ndarray) -> np.ndarray:
     p = 90 unless 90% of the scores are tied at the median; then a higher percentile (still a
     quantile of the data, so the z stays on a Gaussian-like scale instead of exploding). Scores
     tied at the median beyond the 99.9th percentile use the standard deviation (1 for constant
-    scores).
+    scores). The scale is never below 1e-3 of the standard deviation (rounding noise at the
+    percentile).
     """
     s = np.asarray(scores, dtype=np.float64)
     med = float(np.median(s))
     qs = np.percentile(s, [p for p, _ in UPPER_QUANTILES])
     eps = 1e-12 * max(1.0, abs(med))
+    sd = float(np.std(s))
     for q, (_, zp) in zip(qs, UPPER_QUANTILES):
         if float(q) - med > eps:
-            return (s - med) / ((float(q) - med) / zp)
-    sd = float(np.std(s))
+            # never below 1e-3 of the standard deviation: rounding noise at the percentile (scores
+            # that are 0 up to float error) must not make the real outliers' z astronomical
+            return (s - med) / max((float(q) - med) / zp, 1e-3 * sd)
     return (s - med) / (sd if sd > eps else 1.0)
 
 
