@@ -455,6 +455,24 @@ def test_table_formats(tmp_path, suffix):
     assert set(s.train.meta["source"]) == {"web"}
 
 
+def test_saved_dataframe_index_is_not_a_feature(tmp_path):
+    df = _toy_frame().drop(columns=["note", "who", "origin", "uid"])
+    p = tmp_path / "t.csv"
+    df.to_csv(p)  # index=True: an "Unnamed: 0" column of row numbers
+    assert pd.read_csv(p).columns[0] == "Unnamed: 0"
+    with pytest.warns(UserWarning, match="'Unnamed: 0' holds the row numbers"):
+        s = load_table(p, label="y")
+    assert s.train.X.shape[1] == 2  # f1, f2
+    kept = load_table(p, label="y", id_col="Unnamed: 0")  # or keep it as the ids
+    assert kept.train.X.shape[1] == 2 and set(kept.train.ids) <= set(range(20))
+    from mithridate.audit.pipeline import load_for_audit
+
+    assert load_for_audit(p, label="y").dataset.X.shape[1] == 2
+    df.insert(0, "index", np.arange(20)[::-1])  # not the row numbers: a real column, kept
+    df.to_csv(p, index=False)
+    assert load_table(p, label="y").train.X.shape[1] == 3
+
+
 def test_semicolon_csv_with_decimal_commas_and_quoted_header(tmp_path):
     df = _toy_frame()
     p = tmp_path / "toy.csv"

@@ -368,7 +368,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         text_col = "text"
     reserved = {c for c in (label, id_col, contributor, source, text_col) if c is not None}
     if features is None:
-        features = [c for c in df.columns if c not in reserved and (
+        features = [c for c in df.columns if c not in reserved and not L._is_saved_index(df, c) and (
             pd.api.types.is_numeric_dtype(df[c].dtype) or pd.api.types.is_bool_dtype(df[c].dtype))]
         if not features:
             raise DataError(f"{p} has no numeric feature columns besides {sorted(reserved)}; encode them as numbers first")

@@ -1233,6 +1233,20 @@ def _table_dataset(
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
 
 
+def _is_saved_index(df: pd.DataFrame, col: Any) -> bool:
+    """A column that is a DataFrame index saved along with the data (``to_csv`` without
+    ``index=False`` writes it as ``Unnamed: 0``): named so (or ``index``) and holding the row
+    numbers 0..n-1 or 1..n. It is not a feature; used as one it would order the samples."""
+    name = str(col)
+    if not (re.fullmatch(r"Unnamed: \d+", name) or name.lower() == "index"):
+        return False
+    v = df[col]
+    if not pd.api.types.is_integer_dtype(v.dtype) or v.isna().any():
+        return False
+    a = v.to_numpy()
+    return len(a) > 0 and int(a[0]) in (0, 1) and bool(np.all(np.diff(a) == 1))
+
+
 def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tuple[int, int]],
                   grayscale: Optional[bool]) -> tuple[np.ndarray, list[Path]]:
     """Read the images a table's ``image_col`` names: paths relative to the table's folder.
@@ -1367,6 +1381,11 @@ def load_table(
         features, skipped = [], []
         for col in df.columns:
             if col in reserved:
+                continue
+            if _is_saved_index(df, col):
+                warnings.warn(f"{p}: column {col!r} holds the row numbers (a saved DataFrame index); it is not "
+                              "used as a feature (name it with id_col= / --id-col to keep it as the ids)",
+                              UserWarning, stacklevel=2)
                 continue
             dtype = df[col].dtype
             if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
