@@ -341,12 +341,8 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
 
     if not isinstance(label, str) or not label:
         raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
-    if image_col is not None:
-        if features is not None:
-            raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
-        if image_col in (label, id_col, contributor, source, text_col):
-            raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source/text")
-        size_hw = L._check_size(size)
+    size_hw = L._check_image_options(image_col, features, (label, id_col, contributor, source, text_col), size,
+                                     grayscale)
     df, p = L._read_table(p, progress=progress)
     L._need_column(df, label, "label", p)
     if image_col is not None:

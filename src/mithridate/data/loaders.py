@@ -1233,6 +1233,22 @@ def _table_dataset(
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
 
 
+def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, size: Any,
+                         grayscale: Optional[bool]) -> Optional[tuple[int, int]]:
+    """Checks of a table's ``image_col`` against its other options; returns the checked size."""
+    if image_col is None:
+        if size is not None or grayscale is not None:
+            raise ConfigError("size and grayscale apply to images only (pass image_col for a table of image paths)")
+        return None
+    if not isinstance(image_col, str) or not image_col:
+        raise ConfigError(f"image_col must be the name of the image column (a string), got {image_col!r}")
+    if features is not None:
+        raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
+    if image_col in roles:
+        raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source/text")
+    return _check_size(size)
+
+
 def _is_saved_index(df: pd.DataFrame, col: Any) -> bool:
     """A column that is a DataFrame index saved along with the data (``to_csv`` without
     ``index=False`` writes it as ``Unnamed: 0``): named so (or ``index``) and holding the row
@@ -1362,16 +1378,7 @@ def load_table(
                 raise ConfigError(f"{role} column {col!r} is also listed in features; remove it from features")
     if task not in ("classification", "regression"):
         raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
-    if image_col is not None:
-        if not isinstance(image_col, str) or not image_col:
-            raise ConfigError(f"image_col must be the name of the image column (a string), got {image_col!r}")
-        if features is not None:
-            raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
-        if image_col in (label, id_col, contributor, source):
-            raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source")
-    elif size is not None or grayscale is not None:
-        raise ConfigError("size and grayscale apply to images only (pass image_col for a table of image paths)")
-    size_hw = _check_size(size) if image_col is not None else None
+    size_hw = _check_image_options(image_col, features, (label, id_col, contributor, source), size, grayscale)
     df, p = _read_table(path)
     reserved = {c for c in (label, id_col, contributor, source) if c is not None}
     if image_col is not None:
