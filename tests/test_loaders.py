@@ -298,6 +298,9 @@ def test_npz_reads_other_common_array_names(tmp_path):
     # a split's aliases win over single-pair ones, which are then left alone: no "both layouts" error
     np.savez(p, x_train=X, y_train=y, x_test=X[:6], y_test=y[:6], labels=y)
     assert len(load_npz(p).train) == 30
+    # a stray split-style name beside a single pair is not a split layout
+    np.savez(p, images=X, labels=y, train_images=X[:3])
+    assert len(load_npz(p, test_size=0.2).train) == 24
     np.savez(p, data=X, features=X, target=y)  # two candidates for x: refuse, naming both
     with pytest.raises(DataError, match="'data', 'features'"):
         load_npz(p)

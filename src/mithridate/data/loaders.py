@@ -633,7 +633,12 @@ class _NpzReader:
                 )
             self.keys[low] = key
         self.aliases: dict[str, str] = {}  # canonical key -> the archive's own name for it
+        canonical_split = any(k in self.keys for k in _NPZ_SPLIT_ALIASES)
         self._resolve_aliases(_NPZ_SPLIT_ALIASES)
+        if not canonical_split and not ("x_train" in self.keys and "y_train" in self.keys):
+            # a stray split-style name (train_images beside images/labels) is not a split layout
+            for k in list(self.aliases):
+                del self.keys[k], self.aliases[k]
         if not any(k in self.keys for k in _NPZ_SPLIT_ALIASES):
             self._resolve_aliases(_NPZ_SINGLE_ALIASES)
 
