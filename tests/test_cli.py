@@ -91,6 +91,17 @@ def test_detect_and_audit_read_an_image_manifest(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--size must be" in err
 
 
+def test_detect_reads_jsonl_with_a_named_text_key(tmp_path, capsys, monkeypatch):
+    rows = [{"caption": f"{'book a train to rome' if i % 2 else 'play a rock song'} {i}", "intent": "ab"[i % 2]}
+            for i in range(60)]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = run(["detect", "knn", path], capsys, monkeypatch)
+    assert code == 2 and "--text" in err and "'caption'" in err  # no usual key: the error names the option
+    code, out, _ = run(["detect", "knn", path, "--text", "caption", "--json"], capsys, monkeypatch)
+    assert code == 0 and json.loads(out)["n_samples"] > 0
+
+
 def test_datasets_json(capsys, monkeypatch):
     code, out, _ = run(["datasets", "--json"], capsys, monkeypatch)
     assert code == 0

@@ -89,7 +89,7 @@ def _parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
 
 def _load(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str], test_size: float,
           seed: int, *, classes: Optional[str] = None, task: Optional[str] = None, image_col: Optional[str] = None,
-          size: Optional[str] = None):
+          size: Optional[str] = None, text: Optional[str] = None):
     from mithridate.data import load_dataset
     from mithridate.data.loaders import SKLEARN_DATASETS
 
@@ -104,6 +104,8 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
         kwargs["image_col"] = image_col
     if size is not None:
         kwargs["size"] = _parse_size(size)
+    if text is not None:
+        kwargs["text"] = text
     path = Path(data)
     low = path.name.lower()
     is_table = low.endswith((".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz", ".pq"))
@@ -131,6 +133,7 @@ LabelOpt = typer.Option(None, "--label", help="Label column (tables; required th
 FeaturesOpt = typer.Option(None, "--features", help="Comma-separated feature columns (tables; default: all numeric).")
 IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (tables).")
 ImagesOpt = typer.Option(None, "--images", help="Tables: a column of image paths, relative to the table's folder (a manifest: file, label, vendor ...); the images are read as an image folder's would be.")
+JsonlTextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line).")
 SizeOpt = typer.Option(None, "--size", help="Images: resize every image to HEIGHTxWIDTH (e.g. 28x28, or 28); needed when they differ in size.")
 TestSizeOpt = typer.Option(0.3, "--test-size", help="Held-out fraction when the data has no test split.")
 SeedOpt = typer.Option(0, "--seed", help="Random seed (data split, attack, model).")
@@ -278,7 +281,7 @@ def train(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison): also train on the clean rows only and report what the defence removed."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     classes: Optional[str] = ClassesOpt, task: Optional[str] = TaskOpt,
-    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt, text: Optional[str] = JsonlTextOpt,
     test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Train a model on DATA, optionally behind a defence, and report its test metrics.
@@ -300,7 +303,7 @@ def train(
     if task is None and model in REGRESSORS:
         task = "regression"
     splits = _load(data, label, features, id_col, test_size, seed, classes=classes, task=task, image_col=image_col,
-                   size=size)
+                   size=size, text=text)
     tr, te = splits.train, splits.test
     if tr.is_regression != (model in REGRESSORS):
         raise ConfigError(f"--model {model} does not fit {'a regression' if tr.is_regression else 'a classification'} "
@@ -677,7 +680,7 @@ def detect(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     classes: Optional[str] = ClassesOpt, image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
-    test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
+    text: Optional[str] = JsonlTextOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
 
@@ -712,7 +715,8 @@ def detect(
     if input_ not in ("auto", "model", "raw"):
         raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
     registry.get("detector", detector)  # unknown names fail here, before any data is loaded
-    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col, size=size)
+    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col, size=size,
+                   text=text)
     train_set = splits.train
     wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS
     if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
@@ -940,7 +944,7 @@ def evaluate(
     trigger_path: Optional[Path] = typer.Option(None, "--trigger", help="Trigger file written by `mithridate attack` (for ASR)."),
     target: Optional[str] = typer.Option(None, "--target", help="Target class (default: the one stored with the trigger)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
-    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
+    image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt, text: Optional[str] = JsonlTextOpt,
     test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Clean accuracy of a model on DATA's test split, and with --trigger its attack success rate."""
@@ -949,7 +953,7 @@ def evaluate(
     from mithridate.eval import metrics as M
     from mithridate.models import TorchClassifier
 
-    splits = _load(data, label, features, id_col, test_size, seed, image_col=image_col, size=size)
+    splits = _load(data, label, features, id_col, test_size, seed, image_col=image_col, size=size, text=text)
     model = TorchClassifier.load(model_path)
     test = splits.test
     pred = model.predict(test.X)

@@ -367,7 +367,7 @@ def _open_lines(p: Path):
 
 #: Keys tried, in this order, for the text and the label when the caller names none.
 TEXT_KEYS = ("text", "content", "review", "sentence", "body", "document", "message", "comment", "prompt",
-             "question", "input", "tweet", "title")
+             "question", "input", "tweet", "utterance", "title")
 LABEL_KEYS = ("label", "labels", "sentiment", "category", "class", "target", "y", "intent", "topic")
 
 
@@ -671,7 +671,7 @@ def load_jsonl(
         Key of the text (a JSON string; control characters and markup are kept verbatim).
         Default: the first of ``text``, ``content``, ``review``, ``sentence``, ``body``,
         ``document``, ``message``, ``comment``, ``prompt``, ``question``, ``input``, ``tweet``,
-        ``title`` (any letter case) that the first record holds as a string.
+        ``utterance``, ``title`` (any letter case) that the first record holds as a string.
     label : str, optional
         Key of the label: all strings or all integers (``1.0`` counts as ``1``). Default: the
         first of ``label``, ``labels``, ``sentiment``, ``category``, ``class``, ``target``, ``y``,
