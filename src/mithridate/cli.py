@@ -93,19 +93,9 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
     from mithridate.data import load_dataset
     from mithridate.data.loaders import SKLEARN_DATASETS
 
-    kwargs: dict = {}
-    if label is not None:
-        kwargs["label"] = label
-    if features is not None:
-        kwargs["features"] = _split_features(features)
-    if id_col is not None:
-        kwargs["id_col"] = id_col
-    if image_col is not None:
-        kwargs["image_col"] = image_col
-    if size is not None:
-        kwargs["size"] = _parse_size(size)
-    if text is not None:
-        kwargs["text"] = text
+    given = {"label": label, "features": _split_features(features), "id_col": id_col, "image_col": image_col,
+             "size": _parse_size(size), "text": text}
+    kwargs: dict = {k: v for k, v in given.items() if v is not None}  # only what the user passed
     path = Path(data)
     low = path.name.lower()
     is_table = low.endswith((".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz", ".pq"))
