@@ -344,11 +344,12 @@ def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
 
     p = inp.path
     kind = inp.format
+    sep = None if kind == "parquet" else L._csv_separator(p, kind)  # written back with the input's separator
     try:
         if kind == "parquet":
             df = pd.read_parquet(p)
         else:  # raw strings: kept values are written back exactly as they were
-            df = pd.read_csv(p, sep=L._csv_separator(p, kind), dtype=str, keep_default_na=False, na_filter=False)
+            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_filter=False)
     except Exception as exc:  # the file was readable a moment ago
         raise DataError(f"could not read {p} again to write the cleaned copy: {exc}") from None
     df.columns = [str(c) for c in df.columns]
@@ -361,7 +362,7 @@ def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
             kept.to_parquet(tmp, index=False)
         else:
             comp = "gzip" if out.name.lower().endswith(".gz") else None
-            kept.to_csv(tmp, sep=L._csv_separator(p, kind), index=False, compression=comp)
+            kept.to_csv(tmp, sep=sep, index=False, compression=comp)
 
 
 def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:

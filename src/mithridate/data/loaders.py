@@ -632,19 +632,19 @@ class _NpzReader:
                     f"{path} holds both {self.keys[low]!r} and {key!r}; keep only one of them"
                 )
             self.keys[low] = key
-        self.aliases: dict[str, str] = {}  # canonical key -> the archive's own name for it
-        canonical_split = any(k in self.keys for k in _NPZ_SPLIT_ALIASES)
-        self._resolve_aliases(_NPZ_SPLIT_ALIASES)
-        if not canonical_split and not ("x_train" in self.keys and "y_train" in self.keys):
-            # a stray split-style name (train_images beside images/labels) is not a split layout
-            for k in list(self.aliases):
-                del self.keys[k], self.aliases[k]
+        split = self._aliases(_NPZ_SPLIT_ALIASES)
+        has = lambda k: k in self.keys or k in split  # noqa: E731
+        # a stray split-style name (train_images beside images/labels) is not a split layout
+        if any(k in self.keys for k in _NPZ_SPLIT_ALIASES) or (has("x_train") and has("y_train")):
+            self.keys.update(split)
         if not any(k in self.keys for k in _NPZ_SPLIT_ALIASES):
-            self._resolve_aliases(_NPZ_SINGLE_ALIASES)
+            self.keys.update(self._aliases(_NPZ_SINGLE_ALIASES))
 
-    def _resolve_aliases(self, table: dict) -> None:
-        """Map other common names (``data``/``target``, ``train_images``/``train_labels``, ...) to
-        the canonical keys, when the canonical key is absent and exactly one alias is present."""
+    def _aliases(self, table: dict) -> dict:
+        """Other common names (``data``/``target``, ``train_images``/``train_labels``, ...) for the
+        canonical keys: canonical key -> the archive's name, where the canonical key is absent and
+        exactly one alias is present."""
+        out = {}
         for canonical, names in table.items():
             if canonical in self.keys:
                 continue
@@ -653,8 +653,8 @@ class _NpzReader:
                 raise DataError(f"{self.path} holds {', '.join(repr(self.keys[n]) for n in found)}: which one is "
                                 f"{canonical!r}? Rename it to {canonical!r} (or remove the others)")
             if found:
-                self.keys[canonical] = self.keys[found[0]]
-                self.aliases[canonical] = self.keys[found[0]]
+                out[canonical] = self.keys[found[0]]
+        return out
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys
@@ -1063,7 +1063,7 @@ def _read_progress(enabled: bool, description: str, total: int, unit: str) -> It
         yield lambda n: bar.update(task, completed=n)
 
 
-def _read_chunked(p: Path, kind: str, progress: bool) -> pd.DataFrame:
+def _read_chunked(p: Path, kind: str, progress: bool, sep: Optional[str]) -> pd.DataFrame:
     """Read a large table in chunks (Parquet record batches, CSV row blocks) with a progress bar.
 
     The chunks are concatenated as pandas would have read the whole file (a column that is an
@@ -1088,7 +1088,7 @@ def _read_chunked(p: Path, kind: str, progress: bool) -> pd.DataFrame:
         total = p.stat().st_size
         with open(p, "rb") as raw, _read_progress(progress, f"reading {p.name}", total,
                                                   f"{total / 2**20:,.0f} MiB") as update:
-            reader = pd.read_csv(raw, sep=_csv_separator(p, kind), chunksize=TABLE_CHUNK_ROWS,
+            reader = pd.read_csv(raw, sep=sep, chunksize=TABLE_CHUNK_ROWS,
                                  compression=compression)
             for chunk in reader:
                 parts.append(chunk)
@@ -1103,13 +1103,14 @@ def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, P
     kind = _table_kind(p)
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty; it needs a header row and at least one data row")
+    sep = None if kind == "parquet" else _csv_separator(p, kind)
     try:
         if p.stat().st_size > TABLE_CHUNK_BYTES:
-            df = _read_chunked(p, kind, progress)
+            df = _read_chunked(p, kind, progress, sep)
         elif kind == "parquet":
             df = pd.read_parquet(p)
         else:
-            df = pd.read_csv(p, sep=_csv_separator(p, kind))
+            df = pd.read_csv(p, sep=sep)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty; it needs a header row and at least one data row") from None
     except pd.errors.ParserError as exc:
@@ -1117,7 +1118,7 @@ def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, P
         raise DataError(f"could not parse {p}: {msg}; check the delimiter and quoting") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
-    if kind != "parquet" and _csv_separator(p, kind) == ";":
+    if sep == ";":
         df = _comma_decimals(df)
     if df.shape[1] == 0:
         raise DataError(f"{p} has no columns; it needs a header row and at least one data row")
