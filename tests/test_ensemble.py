@@ -7,7 +7,7 @@ import pytest
 
 from mithridate.data import Dataset, load_dataset
 from mithridate.defenses.detect.base import Detector
-from mithridate.defenses.detect.ensemble import Ensemble, upper_z
+from mithridate.defenses.detect.ensemble import CONTAMINATION_RATIO, Ensemble, capped_upper_z, upper_z
 from mithridate.errors import ConfigError
 from mithridate.eval.metrics import auroc
 
@@ -34,6 +34,38 @@ def test_upper_z_by_hand():
     zt = upper_z(tied)
     assert zt[0] == pytest.approx(1.0 / np.std(tied)) and np.all(zt[1:] == 0)
     assert np.all(upper_z(np.ones(5)) == 0)
+
+
+def test_capped_upper_z_by_hand():
+    s = np.arange(101, dtype=float)  # median 50, q75 75, q90 90
+    scale90, scale75 = 40 / 1.2816, 25 / 0.6745
+    assert scale90 / scale75 < CONTAMINATION_RATIO  # a uniform bulk: not capped
+    assert np.allclose(capped_upper_z(s), upper_z(s))
+    skewed = np.concatenate([np.arange(76, dtype=float), np.full(25, 1000.0)])  # median 50, q75 75, q90 1000
+    z = capped_upper_z(skewed)
+    assert z[75] == pytest.approx(25 / (CONTAMINATION_RATIO * 25 / 0.6745))
+    assert capped_upper_z(skewed, ratio=1e9) == pytest.approx(upper_z(skewed))
+    tied = np.zeros(1000)
+    tied[:60] = 1.0  # q75 = median: no cap (upper_z's tie rule)
+    assert np.allclose(capped_upper_z(tied), upper_z(tied))
+
+
+def test_large_poisoned_group_is_still_flagged():
+    """15% of the samples in one far group: the 90th percentile lies inside the group, so upper_z's
+    scale is the group's distance and none of it reaches z = 3; the capped scale flags all of it
+    while flagging few of the clean bulk."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 300
+    s = np.abs(rng.normal(size=n))
+    s[:k] = 12.0 + rng.normal(size=k)
+    truth = np.arange(n) < k
+    assert (upper_z(s)[truth] > 3).sum() == 0
+    z = capped_upper_z(s)
+    assert (z[truth] > 3).all()
+    assert (z[~truth] > 3).mean() < 0.01
+    ens = Ensemble([_Fixed("a", s)]).fit(_toy(n))
+    assert np.array_equal(ens.flag(), capped_upper_z(ens.scores_) > 3)
+    assert ens.flag()[truth].all()
 
 
 class _Fixed(Detector):

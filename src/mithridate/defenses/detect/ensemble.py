@@ -35,6 +35,12 @@ flag the same samples (two label detectors both fire on every naturally ambiguou
 counting each of them fully would let one kind of evidence outvote the other; with the weights
 each kind is one voice. ``weighting="equal"`` sums the members unweighted.
 
+Flag rule: a sample is flagged when the ensemble score, calibrated like a member but with its
+scale capped at 1.5 times the scale read from the 75th percentile (:func:`capped_upper_z`: a
+poisoned group above ~10% of the samples otherwise sets the 90th percentile, and a larger attack
+was flagged less -- digits BadNets 10%: 1 of 126 poisons), exceeds ``z_threshold``, or when two
+members that vote (:meth:`Ensemble.voters`) flag it with their own rules.
+
 Measured on the detection matrix's cached member scores (18 cases × 3 seeds, session notes of
 issue 4): replacing SPECTRE by the robust distance and weighing by evidence raised the median
 AUROC on every backdoor column (digits BadNets 10%: 0.78 -> 0.87, Fashion-MNIST BadNets 5%:
@@ -69,6 +75,20 @@ WEIGHTINGS = ("evidence", "equal")
 UPPER_QUANTILES = ((90.0, 1.2816), (95.0, 1.6449), (97.5, 1.9600), (99.0, 2.3263), (99.5, 2.5758), (99.9, 3.0902))
 
 
+def _upper_scale(s: np.ndarray) -> tuple[float, float]:
+    """(median, scale) of :func:`upper_z`."""
+    med = float(np.median(s))
+    qs = np.percentile(s, [p for p, _ in UPPER_QUANTILES])
+    eps = 1e-12 * max(1.0, abs(med))
+    sd = float(np.std(s))
+    for q, (_, zp) in zip(qs, UPPER_QUANTILES):
+        if float(q) - med > eps:
+            # never below 1e-3 of the standard deviation: rounding noise at the percentile (scores
+            # that are 0 up to float error) must not make the real outliers' z astronomical
+            return med, max((float(q) - med) / zp, 1e-3 * sd)
+    return med, (sd if sd > eps else 1.0)
+
+
 def upper_z(scores: np.ndarray) -> np.ndarray:
     """``(s - median) / ((q_p - median) / z_p)`` for the first p of :data:`UPPER_QUANTILES`
     (90, 95, 97.5, 99, 99.5, 99.9) whose percentile lies above the median.
@@ -80,16 +100,37 @@ def upper_z(scores: np.ndarray) -> np.ndarray:
     percentile).
     """
     s = np.asarray(scores, dtype=np.float64)
-    med = float(np.median(s))
-    qs = np.percentile(s, [p for p, _ in UPPER_QUANTILES])
-    eps = 1e-12 * max(1.0, abs(med))
-    sd = float(np.std(s))
-    for q, (_, zp) in zip(qs, UPPER_QUANTILES):
-        if float(q) - med > eps:
-            # never below 1e-3 of the standard deviation: rounding noise at the percentile (scores
-            # that are 0 up to float error) must not make the real outliers' z astronomical
-            return (s - med) / max((float(q) - med) / zp, 1e-3 * sd)
-    return (s - med) / (sd if sd > eps else 1.0)
+    med, scale = _upper_scale(s)
+    return (s - med) / scale
+
+
+#: :func:`capped_upper_z`: largest ratio of the 90th-percentile scale to the 75th-percentile scale.
+#: Reference shapes: Gaussian 1.00, a sum of clipped Gaussians (the ensemble score of independent
+#: members) 1.07, chi-square(4) 1.15, exponential 1.22, |t_3| 1.27, log-normal(σ=1) 1.43.
+CONTAMINATION_RATIO = 1.5
+
+
+def capped_upper_z(scores: np.ndarray, ratio: float = CONTAMINATION_RATIO) -> np.ndarray:
+    """:func:`upper_z` whose scale is at most ``ratio`` × ``(q75 - median) / 0.6745``.
+
+    The 90th percentile that :func:`upper_z` reads its scale from lies inside a poisoned group
+    once that group is more than ~10% of the samples: the scale grows with the attack and a
+    large backdoor's samples end up with z below the flag threshold (digits BadNets 10%, all
+    poisons in one class: 1 of 126 flagged). The 75th percentile stays in the clean bulk up to
+    25% contamination; the cap lets the 90th-percentile scale exceed it by the factor a heavy
+    but single-bulk tail gives (log-normal: 1.43, see :data:`CONTAMINATION_RATIO`), no more.
+    Clean data has a top decile of its own (naturally ambiguous or unusual samples): on the
+    issue-5 audit sets the ratio of clean ensemble scores was 0.87-2.93 (median 1.2-1.7), so the
+    cap also lowers the threshold on some clean data (clean digits: flagged 1.5-5.4% -> 1.5-8.7%
+    of the samples over 20 seeds; the default policy still passed all of them). Uncapped when 75%
+    of the scores are tied at the median (the 75th-percentile scale is then 0).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    med, scale = _upper_scale(s)
+    q75 = float(np.percentile(s, 75.0))
+    if q75 - med > 1e-12 * max(1.0, abs(med)):
+        scale = min(scale, max(float(ratio) * (q75 - med) / 0.6745, 1e-3 * float(np.std(s))))
+    return (s - med) / scale
 
 
 class Ensemble(Detector):
@@ -112,7 +153,8 @@ class Ensemble(Detector):
         Model layer every member reads (the raw features when no model is given).
     z_threshold : float, default=3.0
         :meth:`flag` with no argument flags a sample when its ensemble score, calibrated like a
-        member (:func:`upper_z`), exceeds ``z_threshold``, or when at least ``min_votes``
+        member but with the scale capped against large poisoned groups (:func:`capped_upper_z`),
+        exceeds ``z_threshold``, or when at least ``min_votes``
         members flag it with their own budget-free rules.
     min_votes : int, default=2
         Member agreement that flags a sample on its own (see ``z_threshold``); with fewer
@@ -139,7 +181,7 @@ class Ensemble(Detector):
     seconds_ : dict
         Member name -> seconds its ``fit`` took.
     z_ : ndarray
-        :func:`upper_z` of ``scores_`` (used by the default flag rule).
+        :func:`capped_upper_z` of ``scores_`` (used by the default flag rule).
 
     Examples
     --------
@@ -251,7 +293,7 @@ class Ensemble(Detector):
             self.weights_ = {k: 1.0 for k in fitted}
         w = np.array([self.weights_[k] for k in self.member_z_.columns])
         self.scores_ = (np.clip(self.member_z_.to_numpy(), 0.0, None) * w).sum(axis=1)
-        self.z_ = upper_z(self.scores_)
+        self.z_ = capped_upper_z(self.scores_)
         self.y_ = np.asarray(dataset.y)
         self.ids_ = np.asarray(dataset.ids)
         return self
