@@ -836,6 +836,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             payload["rows"] = [r for r in old.get("rows", []) if r["dataset"] not in args.datasets]
         payload["runs"] = old.get("runs", [old.get("environment")])
         payload["notes"] = old.get("notes", [])
+    elif json_path.is_file():
+        # a fresh run replaces every row but keeps the hand-written notes (as audit_figures.py does):
+        # edit them, or replace them with --notes, once the new figures are in
+        try:
+            payload["notes"] = json.loads(json_path.read_text(encoding="utf-8")).get("notes", [])
+        except (OSError, ValueError):
+            pass
     payload["runs"] = [e for e in payload.get("runs", []) if e] + [env]
     if args.notes and args.notes.is_file():
         payload["notes"] = args.notes.read_text(encoding="utf-8").strip().splitlines()
