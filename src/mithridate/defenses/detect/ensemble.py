@@ -75,8 +75,8 @@ WEIGHTINGS = ("evidence", "equal")
 UPPER_QUANTILES = ((90.0, 1.2816), (95.0, 1.6449), (97.5, 1.9600), (99.0, 2.3263), (99.5, 2.5758), (99.9, 3.0902))
 
 
-def _upper_scale(s: np.ndarray) -> tuple[float, float]:
-    """(median, scale) of :func:`upper_z`."""
+def _upper_scale(s: np.ndarray) -> tuple[float, float, float]:
+    """(median, scale, standard deviation) of :func:`upper_z`."""
     med = float(np.median(s))
     qs = np.percentile(s, [p for p, _ in UPPER_QUANTILES])
     eps = 1e-12 * max(1.0, abs(med))
@@ -85,8 +85,8 @@ def _upper_scale(s: np.ndarray) -> tuple[float, float]:
         if float(q) - med > eps:
             # never below 1e-3 of the standard deviation: rounding noise at the percentile (scores
             # that are 0 up to float error) must not make the real outliers' z astronomical
-            return med, max((float(q) - med) / zp, 1e-3 * sd)
-    return med, (sd if sd > eps else 1.0)
+            return med, max((float(q) - med) / zp, 1e-3 * sd), sd
+    return med, (sd if sd > eps else 1.0), sd
 
 
 def upper_z(scores: np.ndarray) -> np.ndarray:
@@ -100,7 +100,7 @@ def upper_z(scores: np.ndarray) -> np.ndarray:
     percentile).
     """
     s = np.asarray(scores, dtype=np.float64)
-    med, scale = _upper_scale(s)
+    med, scale, _ = _upper_scale(s)
     return (s - med) / scale
 
 
@@ -126,10 +126,10 @@ def capped_upper_z(scores: np.ndarray, ratio: float = CONTAMINATION_RATIO) -> np
     of the scores are tied at the median (the 75th-percentile scale is then 0).
     """
     s = np.asarray(scores, dtype=np.float64)
-    med, scale = _upper_scale(s)
+    med, scale, sd = _upper_scale(s)
     q75 = float(np.percentile(s, 75.0))
     if q75 - med > 1e-12 * max(1.0, abs(med)):
-        scale = min(scale, max(float(ratio) * (q75 - med) / 0.6745, 1e-3 * float(np.std(s))))
+        scale = min(scale, max(float(ratio) * (q75 - med) / 0.6745, 1e-3 * sd))
     return (s - med) / scale
 
 
