@@ -103,9 +103,7 @@ class SpectralSignatures(Detector):
         ``"split"``, the direction of the linear functional that gives the chosen projection).
     splits_ : dict
         ``"split"`` only: class index -> {"space": "raw" | "whitened", "component": j,
-        "separation": share of variance, "oriented": whether the split was clear enough} of the
-        best split found (a class that is not oriented is scored on its top raw direction, the
-        one in ``directions_``, whatever this split was), plus
+        "separation": share of variance, "oriented": whether the split was clear enough}, plus
         ``"peeled"`` ({"space", "component", "separation"} of the second split) when step 4
         kept one; ``directions_`` of such a class has a second row, that split's direction.
 
