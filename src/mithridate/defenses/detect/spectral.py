@@ -62,13 +62,7 @@ class SpectralSignatures(Detector):
            feature the rest of the data does not have. Each sample's score is its signed robust
            z-score measured from the *other* group (its median and MAD), positive towards the
            suspect group. Without a clear split the score is the two-sided |robust z| over the
-           whole class of the projection on the class's top raw singular direction -- Tran et
-           al.'s own direction -- rather than on the best-separated candidate: with no clear
-           split, the candidate that splits best is one of the class's natural directions as
-           often as the poisons'. Measured on the audit benchmark's cached network features
-           (3-5 seeds per case): spectral's AUROC on digits BadNets 1% seed 0 0.706 -> 0.779,
-           digits random flips 10% 0.643 -> 0.851 (median), digits 1-vs-7 adversarial flips
-           0.553 -> 0.761 and 0.812 -> 0.923; oriented classes unchanged.
+           whole class.
         4. *Peeling* (``peel=True``). The reference group of an oriented class is split once
            more by steps 1-3 (its own candidates and whitening); when that split is at least as
            sharp as the class's own, the reference group's scores are replaced by the ones
@@ -267,9 +261,8 @@ class SpectralSignatures(Detector):
                 references[c] = idx[ref]
                 zc = robust_z(p, p[ref]) * (1.0 if poison_high else -1.0)
                 direction = direction if poison_high else -direction
-            else:  # no clear split: the paper's direction, the class's top raw singular vector
-                zc = np.abs(robust_z(P[:, 0]))
-                direction = A[:, 0]
+            else:
+                zc = np.abs(robust_z(p))
             z[idx] = zc
             norm = float(np.linalg.norm(direction))
             directions[c] = (direction / norm if norm > 0 else direction)[None, :]
