@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import os
 import sys
@@ -119,7 +120,7 @@ def all_jobs() -> list[Job]:
             seeds = tuple(range(3)) if d == "fashion-mnist" else tuple(range(5))
             jobs.append(Job("poison", d, c.key, c.label, seeds, c))
     for d in CLEAN_DATASETS:
-        seeds = tuple(range(5)) if d == "fashion-mnist" else tuple(range(20))  # F-MNIST: --seeds to extend
+        seeds = tuple(range(5)) if d == "fashion-mnist" else tuple(range(20))  # fashion-mnist: extend with --seeds
         jobs.append(Job("clean", d, f"clean/{d}", f"{d} (clean)", seeds))
     for d in DIFF_DATASETS:
         jobs.append(Job("diff", d, f"diff/{d}", f"{d} v1 -> v2", tuple(range(5))))
@@ -248,13 +249,19 @@ def run_poison(job: Job, seed: int, args) -> dict:
     return row
 
 
+@functools.lru_cache(maxsize=1)
+def _fmnist_train() -> Dataset:
+    """All 60,000 Fashion-MNIST training images, read once per run."""
+    from mithridate.data.loaders import load_fashion_mnist
+
+    return load_fashion_mnist().train
+
+
 def clean_training_set(dataset: str, seed: int, args) -> Dataset:
     """The training set a clean audit reads: the matrix's split, or (``fashion-mnist-6k``) a seeded
     random FMNIST_SUBSET of all Fashion-MNIST training images."""
     if dataset == "fashion-mnist-6k":
-        from mithridate.data.loaders import load_fashion_mnist
-
-        train = load_fashion_mnist().train
+        train = _fmnist_train()
         rng = np.random.default_rng([int(seed), 0x6000])
         return train.subset(np.sort(rng.choice(len(train), FMNIST_SUBSET, replace=False)))
     return dm.load_splits(dataset, seed, args.fmnist_limit).train
