@@ -220,3 +220,29 @@ def test_subpopulation_flags_are_not_votes():
     # with a single voter left, votes alone never flag
     ens1 = Ensemble([sub, _Fixed("b", np.zeros(50), f_b)]).fit(ds)
     assert not ens1.flag().any()
+
+
+class _FixedLabels(_Fixed):
+    evidence = "labels"
+
+
+def test_capped_rule_reaches_only_groups_whose_labels_look_typical():
+    """The capped scale is for a large group whose labels agree with the features (a dirty-label
+    backdoor); a group the label members find ambiguous keeps the uncapped threshold."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 300
+    group = np.arange(n) < k
+    s = np.abs(rng.normal(size=n))
+    s[group] = 12.0 + rng.normal(size=k)
+    # a kNN-like disagreement share: 0 for most samples, 0.3-0.6 for a few naturally ambiguous ones
+    lab_bulk = np.where(rng.random(n) < 0.05, rng.uniform(0.3, 0.6, n), 0.0)
+    typical = np.where(group, 0.0, lab_bulk)                # the group's labels agree with the features
+    ambiguous = np.where(group, 0.2, lab_bulk)              # the group's labels are a little ambiguous
+    for lab, expect in ((typical, True), (ambiguous, False)):
+        ens = Ensemble([_Fixed("a", s), _FixedLabels("l", lab)]).fit(_toy(n))
+        assert (upper_z(ens.scores_)[group] > 3).sum() == 0   # only the cap can reach the group
+        assert (ens.z_[group] > 3).all()
+        assert (ens.member_z_["l"].to_numpy()[group] <= 0).all() == expect
+        assert ens.flag()[group].all() == expect
+        assert ens.flag()[group].any() == expect
+        assert ens.flag()[~group].mean() < 0.02

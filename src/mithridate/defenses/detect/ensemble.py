@@ -35,11 +35,13 @@ flag the same samples (two label detectors both fire on every naturally ambiguou
 counting each of them fully would let one kind of evidence outvote the other; with the weights
 each kind is one voice. ``weighting="equal"`` sums the members unweighted.
 
-Flag rule: a sample is flagged when the ensemble score, calibrated like a member but with its
-scale capped at 1.5 times the scale read from the 75th percentile (:func:`capped_upper_z`: a
-poisoned group above ~10% of the samples otherwise sets the 90th percentile, and a larger attack
-was flagged less -- digits BadNets 10%: 1 of 126 poisons), exceeds ``z_threshold``, or when two
-members that vote (:meth:`Ensemble.voters`) flag it with their own rules.
+Flag rule: a sample is flagged when the ensemble score, calibrated like a member, exceeds
+``z_threshold``; or when it does with the scale capped at 1.5 times the scale read from the 75th
+percentile (:func:`capped_upper_z`: a poisoned group above ~10% of the samples otherwise sets the
+90th percentile, and a larger attack was flagged less -- digits BadNets 10%: 1 of 126 poisons)
+and no label member finds the sample's label unusual (a backdoor's poisons agree with their
+planted label; a natural group of ambiguous samples, which the cap would also reach, does not);
+or when two members that vote (:meth:`Ensemble.voters`) flag it with their own rules.
 
 Measured on the detection matrix's cached member scores (18 cases × 3 seeds, session notes of
 issue 4): replacing SPECTRE by the robust distance and weighing by evidence raised the median
@@ -153,9 +155,9 @@ class Ensemble(Detector):
         Model layer every member reads (the raw features when no model is given).
     z_threshold : float, default=3.0
         :meth:`flag` with no argument flags a sample when its ensemble score, calibrated like a
-        member but with the scale capped against large poisoned groups (:func:`capped_upper_z`),
-        exceeds ``z_threshold``, or when at least ``min_votes``
-        members flag it with their own budget-free rules.
+        member, exceeds ``z_threshold``; with the scale capped against large poisoned groups
+        (:func:`capped_upper_z`) when no label member finds its label unusual; or when at least
+        ``min_votes`` members flag it with their own budget-free rules (see :meth:`default_flags`).
     min_votes : int, default=2
         Member agreement that flags a sample on its own (see ``z_threshold``); with fewer
         members than this, only the score rule applies.
@@ -181,7 +183,8 @@ class Ensemble(Detector):
     seconds_ : dict
         Member name -> seconds its ``fit`` took.
     z_ : ndarray
-        :func:`capped_upper_z` of ``scores_`` (used by the default flag rule).
+        :func:`capped_upper_z` of ``scores_`` (read by the default flag rule for samples whose
+        label the label members find typical; see :meth:`default_flags`).
 
     Examples
     --------
@@ -299,8 +302,27 @@ class Ensemble(Detector):
         return self
 
     def default_flags(self) -> np.ndarray:
-        """``z_ > z_threshold`` or at least ``min_votes`` members' own flags (of :meth:`voters`)."""
-        flags = self.z_ > float(self.z_threshold)
+        """Flag a sample when
+
+        - its uncapped calibrated score ``upper_z(scores_)`` exceeds ``z_threshold``, or
+        - its capped one ``z_`` (:func:`capped_upper_z`) does and every label member rates it at or
+          below its own median (``member_z_ <= 0``: its label agrees with the features), or
+        - at least ``min_votes`` members of :meth:`voters` flag it with their own rules.
+
+        The cap exists for a large dirty-label backdoor group, whose samples agree with their
+        planted label in the learnt features (label members rate them as typical, or better). A
+        large *natural* group the cap would also reach -- a class with two styles, naturally
+        confusable classes -- is one the label members rate as ambiguous, so it keeps the
+        uncapped threshold. Without label members the capped rule applies to every sample.
+        Measured on the issue-5 audit caches: clean Fashion-MNIST subsets failing the per-class
+        limit 3 -> 1 of 38, clean digits flagged 1.5-8.7% -> 1.5-5.3%; every poisoned audit
+        outcome unchanged (68 of 82 meet the gate's three targets; digits BadNets 10%: a median of
+        34 of 126 poisons flagged instead of 57, the gate still fails it in 5/5 seeds)."""
+        t = float(self.z_threshold)
+        flags = upper_z(self.scores_) > t
+        label_members = [k for k, d in self.members_.items() if getattr(d, "evidence", "features") == "labels"]
+        consistent = (self.member_z_[label_members].to_numpy() <= 0).all(axis=1) if label_members else True
+        flags |= (self.z_ > t) & consistent
         voters = self.voters()
         votes = self.member_flags()[voters].sum(axis=1).to_numpy()
         if len(voters) >= int(self.min_votes):
