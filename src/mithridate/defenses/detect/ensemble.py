@@ -124,8 +124,9 @@ def capped_upper_z(scores: np.ndarray, ratio: float = CONTAMINATION_RATIO) -> np
     Clean data has a top decile of its own (naturally ambiguous or unusual samples): on the
     issue-5 audit sets the ratio of clean ensemble scores was 0.87-2.93 (median 1.2-1.7), so the
     cap also lowers the threshold on some clean data (clean digits: flagged 1.5-5.4% -> 1.5-8.7%
-    of the samples over 20 seeds; the default policy still passed all of them). Uncapped when 75%
-    of the scores are tied at the median (the 75th-percentile scale is then 0).
+    of the samples over 20 seeds); :meth:`Ensemble.default_flags` therefore applies it only to
+    samples whose label the label members find typical (clean digits: 1.5-5.3%). Uncapped when
+    75% of the scores are tied at the median (the 75th-percentile scale is then 0).
     """
     s = np.asarray(scores, dtype=np.float64)
     med, scale, sd = _upper_scale(s)
