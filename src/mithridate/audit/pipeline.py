@@ -102,7 +102,8 @@ class AuditResult:
     findings : DataFrame
         One row per sample, in dataset order: ``id``, ``label``, ``contributor``, ``source``,
         ``status`` (diff status against the previous version, or ``"new"`` without one),
-        ``<member>_score`` for each ensemble member, ``ensemble_score``, ``ensemble_z``,
+        ``<member>_score`` for each ensemble member, ``ensemble_score``, ``ensemble_z`` (the
+        ensemble's capped z, see :meth:`~mithridate.defenses.detect.ensemble.Ensemble.default_flags`),
         ``flagged``, ``flagged_by`` (members whose own rule flagged it, ``"; "``-joined) and
         ``reasons``.
     summary : dict
