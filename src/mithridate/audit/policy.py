@@ -8,9 +8,9 @@ version. A :class:`Policy` turns that summary into a verdict: every check below 
 The defaults need no knowledge of the poison rate. They were set on clean and poisoned versions
 of breast_cancer, wine and digits (10 seeds each; the figures are in the docs page "Gate your
 retraining pipeline"): on clean data the default detector ensemble flags 2-5% of the samples
-of a table and up to 5-6% of digits (read through a network's penultimate layer), with up to 22%
+of a table and up to 5.3% of digits (read through a network's penultimate layer), with up to 22%
 in one class, so the overall and per-class limits sit above that (naturally confusable image
-classes come closer: Fashion-MNIST's shirts and coats up to 26-32%); the contributor checks (a
+classes come closer: Fashion-MNIST's shirts and coats up to 26-31%); the contributor checks (a
 contributor's flag rate, its reputation) catch poisoning concentrated in a few contributors
 long before it moves the overall share.
 
