@@ -103,6 +103,16 @@ class Job:
     case: Optional[dm.Case] = None
 
 
+def kept_runs(runs: list, rows: list) -> list:
+    """The earlier runs some kept row came from (rows name their run by its start date). Rows
+    written before rows named their run keep every earlier run listed: which one wrote them is
+    not known."""
+    if any("run" not in r for r in rows):
+        return runs
+    used = {r["run"] for r in rows}
+    return [e for e in runs if e.get("date") in used]
+
+
 def held_out(dataset: str) -> str:
     if dataset in TUNING_DATASETS:
         return "no (tuning set)"
@@ -648,7 +658,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             payload["rows"] = [r for r in payload["rows"] if (r["case"], r["seed"]) in done or r["case"] not in run_keys]
         else:  # keep the other cases' rows: runs split over several commands add up in one file
             payload["rows"] = [r for r in old.get("rows", []) if r["case"] not in run_keys]
-        payload["runs"] = [e for e in old.get("runs", [old.get("environment")]) if e]
+        payload["runs"] = kept_runs([e for e in old.get("runs", [old.get("environment")]) if e], payload["rows"])
         payload["notes"] = old.get("notes", [])
         payload["skipped"] = sorted(set(old.get("skipped", [])) | set(skipped)) if skipped else []
     payload["runs"] = payload.get("runs", []) + [env]
@@ -663,7 +673,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 continue
             log(f"[{time.perf_counter() - t_start:6.0f}s] {job.key} seed={seed}")
             base = {"figure": job.figure, "dataset": job.dataset, "case": job.key, "case_label": job.label,
-                    "seed": seed}
+                    "seed": seed, "run": env.get("date")}
             if job.case is not None:
                 base.update(attack=job.case.attack, rate=job.case.rate, family=job.case.family)
             try:
