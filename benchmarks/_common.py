@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -18,6 +19,14 @@ import numpy as np
 from mithridate.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=1)
+def fmnist_train() -> Any:
+    """All 60,000 Fashion-MNIST training images (a Dataset), read once per process."""
+    from mithridate.data.loaders import load_fashion_mnist
+
+    return load_fashion_mnist().train
 
 
 def git_info() -> dict:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import functools
 import json
 import os
 import sys
@@ -68,7 +67,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import detection_matrix as dm  # noqa: E402  (the case definitions, loaders and attacks)
-from _common import environment, finish_run, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
+from _common import environment, finish_run, fmnist_train, fmt, load_for_render, log, median, write_results, yes_no  # noqa: E402
 
 from mithridate.data.dataset import Dataset  # noqa: E402
 from mithridate.eval import metrics as M  # noqa: E402
@@ -259,19 +258,11 @@ def run_poison(job: Job, seed: int, args) -> dict:
     return row
 
 
-@functools.lru_cache(maxsize=1)
-def _fmnist_train() -> Dataset:
-    """All 60,000 Fashion-MNIST training images, read once per run."""
-    from mithridate.data.loaders import load_fashion_mnist
-
-    return load_fashion_mnist().train
-
-
 def clean_training_set(dataset: str, seed: int, args) -> Dataset:
     """The training set a clean audit reads: the matrix's split, or (``fashion-mnist-6k``) a seeded
     random FMNIST_SUBSET of all Fashion-MNIST training images."""
     if dataset == "fashion-mnist-6k":
-        train = _fmnist_train()
+        train = fmnist_train()
         rng = np.random.default_rng([int(seed), 0x6000])
         return train.subset(np.sort(rng.choice(len(train), FMNIST_SUBSET, replace=False)))
     return dm.load_splits(dataset, seed, args.fmnist_limit).train

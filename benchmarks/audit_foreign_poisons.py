@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, finish_run, fmt, load_for_render, log, write_results  # noqa: E402
+from _common import environment, finish_run, fmnist_train, fmt, load_for_render, log, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEM = "audit_foreign_poisons"
@@ -48,9 +48,7 @@ def craft(trigger: str, seed: int, out: Path) -> np.ndarray:
     from art.attacks.poisoning import perturbations as P
     from PIL import Image
 
-    from mithridate.data.loaders import load_fashion_mnist
-
-    train = load_fashion_mnist().train
+    train = fmnist_train()
     rng = np.random.default_rng([seed, 0xA27])
     take = np.sort(rng.choice(len(train), N_IMAGES, replace=False))
     X = np.asarray(train.X)[take].reshape(N_IMAGES, 28, 28).astype(np.float32)
