@@ -101,6 +101,7 @@ EXTRA_DETECTORS = {
     "loss-dynamics": ("mithridate.defenses.detect.loss_dynamics", "LossDynamics"),
 }
 TRAINS_OWN_MODEL = {"loss-dynamics"}  # gets model= (its configuration), never the shared features
+READS_PREDICTIONS = {"strip"}  # gets the trained model (its predictions on the inputs), never the shared features
 TIMED_REPEATS = {"spectral", "activation-clustering"}  # compared with ART for speed: min of repeats
 COMPARATORS = {
     "art-spectral": "ART SpectralSignatureDefense (penultimate; expected_pp_poison = true rate)",
@@ -249,6 +250,9 @@ def run_detector(name: str, view, truth: np.ndarray, *, image: bool, model, feat
         if image and name in TRAINS_OWN_MODEL:
             kwargs = {"model": model}
             row["input"] = "raw inputs; trains a fresh network with the trained model's configuration"
+        elif image and name in READS_PREDICTIONS:
+            kwargs = {"model": model}
+            row["input"] = "the trained model's predictions on superimposed inputs"
         elif image and layer is not None:
             kwargs = {"model": model, "features": feats}
             row["input"] = f"penultimate activations ({feats.shape[1]}-d)"

@@ -294,3 +294,13 @@ def test_usage_errors_from_the_console_entry_point_are_one_line_exit_2(tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "error:" in proc.stderr and "--no-such-option" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["loss-dynamics", "strip"])
+def test_detect_runs_detectors_that_read_no_layer(name, capsys, monkeypatch):
+    # these take no layer= (loss dynamics trains its own network, STRIP reads predictions): the CLI
+    # passed one to every detector and failed with "bad parameters"
+    code, out, err = run(["detect", name, "digits", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["detector"] == name and doc["layer"] == "inputs" and doc["n_samples"] > 1000

@@ -611,4 +611,4 @@ def test_registry_detectors():
     det = registry.create("detector", "spectre", alpha=2.0, layer="fc1")
     assert isinstance(det, Spectre) and det.alpha == 2.0 and det.layer == "fc1"
     with pytest.raises(ConfigError, match="known: .*spectre"):
-        registry.get("detector", "strip")
+        registry.get("detector", "no-such-detector")

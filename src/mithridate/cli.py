@@ -696,8 +696,17 @@ def detect(
         for col in ("name", "reads", "what it does"):
             t.add_column(col)
         for k, v in rows.items():
-            reads = "raw features" if k in registry.RAW_INPUT_DETECTORS else "model layer"
-            t.add_row(k, "model layer (images) / raw (tables)" if k == "ensemble" else reads, v)
+            if k in registry.RAW_INPUT_DETECTORS:
+                reads = "raw features"
+            elif k in registry.OWN_NETWORK_DETECTORS:
+                reads = "inputs (trains its own network)"
+            elif k == "ensemble":
+                reads = "model layer (images) / raw (tables)"
+            elif getattr(registry.get("detector", k), "layer", "penultimate") is None:
+                reads = "model predictions (images)"
+            else:
+                reads = "model layer"
+            t.add_row(k, reads, v)
         out.print(t)
         return
     if detector is None or data is None:
@@ -708,7 +717,7 @@ def detect(
     splits = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col, size=size,
                    text=text)
     train_set = splits.train
-    wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS
+    wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS | registry.OWN_NETWORK_DETECTORS
     if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
         wants_model = train_set.is_image
     use_model = input_ == "model" or (input_ == "auto" and (model_path is not None or wants_model))
@@ -722,7 +731,11 @@ def detect(
             err.print(f"No --model given: training the default network on {len(train_set)} samples of {splits.name}.")
         model = default_classifier(len(train_set), random_state=seed, progress=not as_json)
         model.fit(train_set, n_classes=train_set.n_classes)
-    det = registry.create("detector", detector, layer=layer if model is not None else "penultimate")
+    reads_layer = "layer" in inspect.signature(registry.get("detector", detector)).parameters
+    if not reads_layer:  # loss dynamics trains on the inputs, STRIP reads predictions: no layer to choose
+        layer = "inputs"
+    det = registry.create("detector", detector, **({"layer": layer if model is not None else "penultimate"}
+                                                      if reads_layer else {}))
     t0 = time.perf_counter()
     det.fit(train_set, model=model)
     flags = det.flag(budget=budget) if budget is not None else det.flag()

@@ -32,6 +32,7 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
     from mithridate.defenses.detect.sphere_slab import SlabDetector, SphereDetector
     from mithridate.defenses.detect.spectral import SpectralSignatures
     from mithridate.defenses.detect.spectre import RobustDistance, Spectre
+    from mithridate.defenses.detect.strip import StripDetector
     from mithridate.defenses.detect.valuation import DataOOB, KNNShapley
 
     return {"spectral": SpectralSignatures, "spectre": Spectre, "robust-distance": RobustDistance,
@@ -39,13 +40,17 @@ def _detectors() -> Dict[str, Callable[..., Any]]:
             "data-oob": DataOOB, "isolation-forest": IsolationForestDetector, "lof": LOFDetector,
             "duplicates": DuplicateDetector, "sphere": SphereDetector, "slab": SlabDetector,
             "influence": InfluenceDetector, "roni": RONIDetector, "ensemble": Ensemble,
-            "activation-clustering": ActivationClustering, "loss-dynamics": LossDynamics}
+            "activation-clustering": ActivationClustering, "loss-dynamics": LossDynamics,
+            "strip": StripDetector}
 
 
 # Detectors that read the labels and work best on the raw features (no trained network needed);
 # the CLI's ``--input auto`` uses this to decide whether to train a model first.
 RAW_INPUT_DETECTORS = frozenset({"knn", "confident-learning", "knn-shapley", "data-oob", "isolation-forest", "lof",
                                  "duplicates", "sphere", "slab", "influence", "roni"})
+# Detectors that train a network of their own (a model given to them only lends its configuration):
+# the CLI trains none for them.
+OWN_NETWORK_DETECTORS = frozenset({"loss-dynamics"})
 
 
 def _models() -> Dict[str, Callable[..., Any]]:

@@ -16,8 +16,9 @@ from mithridate.defenses.detect.roni import RONIDetector
 from mithridate.defenses.detect.spectral import SpectralSignatures
 from mithridate.defenses.detect.spectre import RobustDistance, Spectre
 from mithridate.defenses.detect.sphere_slab import SlabDetector, SphereDetector
+from mithridate.defenses.detect.strip import StripDetector
 from mithridate.defenses.detect.valuation import DataOOB, KNNShapley
 
 __all__ = ["ActivationClustering", "LossDynamics", "Detector", "ConfidentLearning", "DataOOB", "DuplicateDetector", "Ensemble", "InfluenceDetector",
            "IsolationForestDetector", "KNNLabelConsistency", "KNNShapley", "LOFDetector", "RONIDetector",
-           "RobustDistance", "SlabDetector", "SpectralSignatures", "Spectre", "SphereDetector"]
+           "RobustDistance", "SlabDetector", "SpectralSignatures", "Spectre", "SphereDetector", "StripDetector"]

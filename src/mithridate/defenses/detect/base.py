@@ -22,7 +22,7 @@ class Detector:
     ----------
     scores_ : ndarray of shape (n_samples,)
         Suspicion per sample; higher means more likely poisoned.
-    evidence : {"features", "labels", "subpopulation"}
+    evidence : {"features", "labels", "subpopulation", "shortcut"}
         Class attribute: what kind of evidence the score reads (see below).
     ids_ : ndarray
         The dataset ids the scores belong to.
@@ -33,6 +33,8 @@ class Detector:
     #: What the score reads: ``"labels"`` for detectors of labels that disagree with the features
     #: (kNN label consistency, confident learning, data values); ``"subpopulation"`` for detectors
     #: of a class that splits into two groups (spectral signatures, activation clustering);
+    #: ``"shortcut"`` for detectors of a prediction that survives what should destroy it (STRIP:
+    #: the label kept under superimposition, as a trigger keeps it);
     #: ``"features"`` for the others (a sample unusual in itself: robust distance, outliers).
     #: The ensemble weighs each kind as one voice (see :class:`~mithridate.defenses.detect.ensemble.Ensemble`).
     evidence = "features"
