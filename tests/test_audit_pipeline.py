@@ -224,6 +224,36 @@ def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
     assert set(summary["seconds_detectors"]) == {"robust-distance", "knn", "confident-learning"}
 
 
+def test_renamed_contributors_keep_the_per_contributor_check(tmp_path):
+    # the same poisoned rows audited again with the contributors renamed ("c3" -> "C3"): no sample is
+    # new to the ledger, so no one has a reputation under the new names -- the contributor rows used
+    # to vanish from the summary with it, switching the per-contributor limit off (exit 0)
+    bad = breast_cancer(flip=BAD)
+    renamed = bad.replace(meta=bad.meta.assign(contributor=[w.upper() for w in bad.meta["contributor"]]))
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        r1 = run_audit(bad, name="bc", ledger=ledger, progress=False)
+        r2 = run_audit(renamed, name="bc", ledger=ledger, progress=False, out_dir=tmp_path / "out")
+    assert r1.exit_code == 1 and r2.exit_code == 1
+    rows = {c["contributor"]: c for c in r2.summary["contributors"]}
+    assert set(rows) == {f"C{i}" for i in range(10)}
+    assert rows["C3"]["rank"] is None and rows["C3"]["n"] == 57 and rows["C3"]["n_judged"] == 0
+    failed = {r.name: r for r in r2.failed}
+    assert failed["contributor_flagged"].subject in ("C3", "C7")
+    rep = next(r for r in r2.policy_results if r.name == "reputation")
+    assert rep.passed and "renamed" in rep.message
+    assert "no reputation yet" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_whole_float_contributors_are_written_as_integers():
+    # an integer contributor column with a blank cell is read as floats: 3.0 must stay contributor "3"
+    ds = breast_cancer(n=60)
+    who = pd.Series([float(i % 4) for i in range(60)])
+    who[0] = np.nan
+    r = run_audit(ds.replace(meta=ds.meta.assign(contributor=who)), name="bc", progress=False)
+    assert {c["contributor"] for c in r.summary["contributors"]} == {"0", "1", "2", "3"}
+    assert r.findings["contributor"].iloc[1:5].tolist() == ["1", "2", "3", "0"]
+
+
 # -- outputs --------------------------------------------------------------------------------------
 def test_outputs_written(clean_result, tmp_path):
     out = tmp_path / "audit"

@@ -83,18 +83,27 @@ def _to_str(v: Any) -> Optional[str]:
     return s if s.strip() else None
 
 
-def _str_or_none(values: Any, *, intern: bool = False) -> np.ndarray:
+def _whole_float_str(v: Any) -> Optional[str]:
+    """:func:`_to_str`, but a float with a whole value is written as an integer (3.0 -> '3')."""
+    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")) and v.is_integer():
+        return str(int(v))
+    return _to_str(v)
+
+
+def _str_or_none(values: Any, *, intern: bool = False, whole_floats: bool = False) -> np.ndarray:
     """Strings, with None for missing/empty values (NaN, None, pd.NA, '' and whitespace).
 
     ``intern=True`` makes equal strings share one object (labels, contributors: few distinct
-    values over many rows), which keeps a million-row table small.
+    values over many rows), which keeps a million-row table small. ``whole_floats=True`` writes
+    3.0 as '3': an integer column with one blank cell is read as floats, and its names (a
+    contributor ``3``) must not change with it.
     """
     if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         out = np.empty(len(values), dtype=object)
         out[:] = [str(v) for v in values.tolist()]
         return out
     vals = values.tolist() if hasattr(values, "tolist") else list(values)
-    conv = [_to_str(v) for v in vals]
+    conv = [(_whole_float_str if whole_floats else _to_str)(v) for v in vals]
     if intern:
         cache: dict = {}
         conv = [None if v is None else cache.setdefault(v, v) for v in conv]
@@ -145,8 +154,9 @@ def sample_table(data: SampleData) -> pd.DataFrame:
                 "id": _strings(np.asarray(data.ids), "id"),
                 "content_hash": np.asarray(data.content_hashes, dtype=object),
                 "label": labels,
-                "contributor": _str_or_none(meta["contributor"], intern=True) if "contributor" in meta else none,
-                "source": _str_or_none(meta["source"], intern=True) if "source" in meta else none,
+                "contributor": (_str_or_none(meta["contributor"], intern=True, whole_floats=True)
+                                if "contributor" in meta else none),
+                "source": _str_or_none(meta["source"], intern=True, whole_floats=True) if "source" in meta else none,
             },
             dtype=object,
         )
@@ -162,7 +172,7 @@ def sample_table(data: SampleData) -> pd.DataFrame:
             table[col] = pd.Series(_strings(table[col], col, intern=col == "label"), dtype=object)
         for col in ("contributor", "source"):
             vals = table[col] if col in table.columns else [None] * len(table)
-            table[col] = pd.Series(_str_or_none(vals, intern=True), dtype=object)
+            table[col] = pd.Series(_str_or_none(vals, intern=True, whole_floats=True), dtype=object)
         table = table[list(SAMPLE_COLUMNS) + [c for c in table.columns if c not in SAMPLE_COLUMNS]]
     else:
         raise DataError(f"expected a Dataset or a sample DataFrame, got {type(data).__name__}")

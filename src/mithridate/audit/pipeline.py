@@ -540,10 +540,10 @@ _json_safe = json_safe  # kept under its old name for sanitize.py
 
 
 def _str_list(values: Any) -> list:
-    """Labels / contributors as strings, None for missing (what the ledger stores)."""
+    """Contributors / sources as strings, None for missing (what the ledger stores; 3.0 is '3')."""
     from mithridate.audit.diff import _str_or_none
 
-    return _str_or_none(values).tolist()
+    return _str_or_none(values, whole_floats=True).tolist()
 
 
 def audit_samples(ds: Dataset) -> pd.DataFrame:
@@ -916,7 +916,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         rep["trend"] = [[t["rate"] for t in trends.get(str(c), [])] for c in rep["contributor"]]
         contrib_rows = []
         for r in rep.itertuples(index=False):
-            cur = by_name.get(str(r.contributor))
+            cur = by_name.pop(str(r.contributor), None)
             if cur is None:
                 continue
             contrib_rows.append({
@@ -926,6 +926,16 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 "prob_above": float(r.prob_above), "above_population": bool(r.above_population),
                 "population_rate": float(r.population_rate),
                 "trend": trends.get(str(r.contributor), []),
+            })
+        # contributors of this version with no reputation yet: none of their samples is new to the
+        # ledger and no earlier audit judged samples under their name (e.g. a renamed contributor);
+        # their shares in this version still count for the per-contributor limit
+        for name, cur in by_name.items():
+            contrib_rows.append({
+                "contributor": name, "n": cur["n"], "flagged": cur["flagged"], "share": cur["share"],
+                "n_judged": 0, "flagged_judged": 0, "rank": None, "posterior_mean": None, "ci_lower": None,
+                "ci_upper": None, "prob_above": None, "above_population": False, "population_rate": None,
+                "trend": trends.get(name, []),
             })
         classes = _group_shares(labels, flags, "label")
         subpops = _subpopulations(ens, member_flags, flags, ds)

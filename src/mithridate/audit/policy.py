@@ -414,6 +414,10 @@ class Policy:
     def _reputation(self, contributors: list, summary: Mapping) -> PolicyResult:
         present = [c for c in contributors if int(c.get("n", 0)) > 0 and c.get("ci_lower") is not None]
         if not present:
+            if any(int(c.get("n", 0)) > 0 for c in contributors):
+                return PolicyResult("reputation", True, None, None,
+                                    "no contributor of this version has a reputation yet: none of their samples is "
+                                    "new to the ledger (e.g. contributors renamed since the last audit)")
             return PolicyResult("reputation", True, None, None, "no contributor information")
         judged = [c for c in present if int(c.get("n_judged", c.get("n", 0))) >= self.reputation_min_samples]
         bad = [c for c in judged if bool(c.get("above_population"))]

@@ -259,6 +259,13 @@ def _contributors(result: Any) -> Optional[dict]:
             "ci": f"{_pct(r.ci_lower)} \u2013 {_pct(r.ci_upper)}", "above": bool(r.above_population),
             "trend": " \u2192 ".join(trend),
         })
+    ranked = {str(c) for c in rep["contributor"]}
+    for name, cur in current.items():  # in this version, no reputation yet (e.g. renamed since the last audit)
+        if name in ranked or len(rows) >= N_CONTRIBUTORS:
+            continue
+        rows.append({"rank": "\u2014", "contributor": name, "in_version": True, "n": cur["n"], "flagged": cur["flagged"],
+                     "share": _pct(cur["share"]), "n_judged": 0, "posterior": "\u2014",
+                     "ci": "no reputation yet: none of its samples is new to the ledger", "above": False, "trend": ""})
     version = result.version
     rate_now = {k: v["share"] for k, v in current.items()}
     trend_png = trend_plot(trends, rate_now, version, names=[str(c) for c in rep["contributor"].head(8)])
