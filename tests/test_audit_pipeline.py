@@ -224,6 +224,31 @@ def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
     assert set(summary["seconds_detectors"]) == {"robust-distance", "knn", "confident-learning"}
 
 
+def test_versions_without_ids_are_paired_by_content(tmp_path):
+    # data without an id column gets row numbers as ids; after rows are removed (e.g. by sanitize)
+    # every later row used to come out "modified", and each was judged again for reputation
+    full = breast_cancer()
+    plain = lambda d: Dataset.from_arrays(np.asarray(d.X), np.asarray(d.y), meta=d.meta.reset_index(drop=True))
+    v1 = plain(full.subset(np.arange(400)))
+    gone = [3, 50, 51, 200]
+    keep = np.setdiff1d(np.arange(400), gone)
+    v2 = plain(full.subset(np.concatenate([keep, np.arange(450, 460)])))
+    y = v2.y.copy()
+    y[[10, 20]] = 1 - y[[10, 20]]                      # rows 10, 20 of v2 (old rows 11, 21) relabelled
+    v2 = v2.replace(y=y)
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}") as ledger:
+        run_audit(v1, name="plain", ledger=ledger, progress=False)
+        r2 = run_audit(v2, name="plain", ledger=ledger, progress=False)
+    d = r2.summary["diff"]
+    assert d["matched_by"] == "content"
+    assert d["counts"]["removed"] == 4 and sorted(map(int, d["ids"]["removed"])) == gone
+    assert d["counts"]["new"] == 10 and d["counts"]["relabelled"] == 2 and d["counts"]["modified"] == 0
+    assert d["counts"]["unchanged"] == 396 - 2
+    assert {(r["id"], r["old_id"]) for r in d["relabelled"]} == {("10", "11"), ("20", "21")}
+    # reputation counts v1's 400 samples once, plus only what v2 brought in (10 new, 2 relabelled)
+    assert sum(c["n_judged"] for c in r2.summary["contributors"]) == 400 + 12
+
+
 def test_renamed_contributors_keep_the_per_contributor_check(tmp_path):
     # the same poisoned rows audited again with the contributors renamed ("c3" -> "C3"): no sample is
     # new to the ledger, so no one has a reputation under the new names -- the contributor rows used

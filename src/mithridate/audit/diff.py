@@ -29,6 +29,16 @@ in this order to each sample ``s`` of the new version:
 3. An old sample whose id is not in the new version is **removed** (even when its content
    survives under another id: that copy is then a *duplicate*).
 
+Data without ids. When the ids of *both* versions are their row numbers ``0 .. n-1`` (what the
+loaders give a file without an id column), an id names a position, not a sample: after rows are
+removed, every later row would be "modified". Such versions are paired by content instead: a new
+sample with the content hash *and* label of an old one not yet paired is **unchanged** (copy for
+copy), then one with the content hash of a remaining old sample is **relabelled**, then extra
+copies of known content are **duplicate** (or relabelled, under a label the content never had),
+the rest **new**; old samples left unpaired are **removed**. Nothing is **modified** (without ids
+an edited sample is a new one, and its old self is removed). ``VersionDiff.matched_by`` says which
+pairing was used.
+
 Duplicated content hashes: within one version several samples may share a content hash (exact
 duplicates, possibly with conflicting labels). For rule 2, "some old sample" means any of them,
 so content that the old version already held under labels ``{a, b}`` is a *duplicate* when it
@@ -199,11 +209,15 @@ class VersionDiff:
         The old samples whose id is gone: ``id``, ``label``, ``content_hash``.
     n_old : int
         Samples in the old version (0 when there was none).
+    matched_by : {"id", "content"}
+        How samples were paired: by id, or -- when both versions' ids are their row numbers (data
+        without an id column) -- by content hash and label.
     """
 
     table: pd.DataFrame
     removed: pd.DataFrame
     n_old: int
+    matched_by: str = "id"
 
     def ids(self, status: str) -> list:
         """Ids with a given status (``"removed"`` lists old ids), in version order."""
@@ -263,7 +277,7 @@ class VersionDiff:
 
         ``truncated`` lists the statuses whose id list was cut; ``max_ids=None`` keeps all.
         """
-        out: dict = {"counts": self.counts, "ids": {}, "truncated": []}
+        out: dict = {"counts": self.counts, "matched_by": self.matched_by, "ids": {}, "truncated": []}
         for status in ("new", "removed", "relabelled", "modified", "duplicate"):
             ids = self.ids(status)
             if max_ids is not None and len(ids) > max_ids:
@@ -313,10 +327,69 @@ def diff_versions(old: Optional[SampleData], new: SampleData) -> VersionDiff:
     return _diff_tables(old_t, new_t)
 
 
+def _row_number_ids(t: pd.DataFrame) -> bool:
+    """Are the table's ids its row numbers 0..n-1 (what loaders give data without an id column)?"""
+    n = len(t)
+    return n > 0 and bool((t["id"].to_numpy(dtype=object) == np.arange(n).astype(str).astype(object)).all())
+
+
+def _diff_by_content(old_t: pd.DataFrame, new_t: pd.DataFrame) -> VersionDiff:
+    """The diff of two versions whose ids are row numbers (see the module docstring): samples are
+    paired by content hash and label, copy by copy, then by content hash alone (relabelled)."""
+    n = len(new_t)
+    new = new_t[["id", "content_hash", "label"]].reset_index(drop=True)
+    old = old_t[["id", "content_hash", "label"]].reset_index(drop=True)
+    new["_row"], old["_row"] = np.arange(n), np.arange(len(old))
+    status = np.full(n, "new", dtype=object)
+    old_id = np.full(n, None, dtype=object)
+    old_label = np.full(n, None, dtype=object)
+    used = np.zeros(len(old), dtype=bool)
+
+    def pair(new_rows: pd.DataFrame, old_rows: pd.DataFrame, keys: list) -> pd.DataFrame:
+        a = new_rows.assign(_k=new_rows.groupby(keys, sort=False).cumcount())
+        b = old_rows.assign(_k=old_rows.groupby(keys, sort=False).cumcount())
+        return a.merge(b, on=keys + ["_k"], how="inner", suffixes=("", "_old"), sort=False)
+
+    # the same content with the same label, copy for copy: unchanged
+    m = pair(new, old, ["content_hash", "label"])
+    rows, orows = m["_row"].to_numpy(), m["_row_old"].to_numpy()
+    status[rows], old_id[rows], old_label[rows] = "unchanged", m["id_old"].to_numpy(dtype=object), m["label"].to_numpy(dtype=object)
+    used[orows] = True
+    # the same content with another label, against the old copies left: relabelled
+    left_new = new[status == "new"]
+    m = pair(left_new.drop(columns="label"), old[~used].rename(columns={"label": "label_old"}), ["content_hash"])
+    rows, orows = m["_row"].to_numpy(), m["_row_old"].to_numpy()
+    status[rows], old_id[rows], old_label[rows] = "relabelled", m["id_old"].to_numpy(dtype=object), m["label_old"].to_numpy(dtype=object)
+    used[orows] = True
+    # more copies of known content than before: duplicate (or relabelled under a label it never had)
+    rest = status == "new"
+    if rest.any() and len(old):
+        idx = np.flatnonzero(rest)
+        keys = new.loc[rest, ["content_hash", "label"]]
+        mp = keys.merge(old.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "id"]],
+                        on=["content_hash", "label"], how="left", sort=False)
+        mh = keys[["content_hash"]].merge(old.drop_duplicates("content_hash")[["content_hash", "label", "id"]],
+                                          on="content_hash", how="left", sort=False)
+        pk, hk = mp["id"].notna().to_numpy(), mh["id"].notna().to_numpy()
+        status[idx[pk]] = "duplicate"
+        old_id[idx[pk]], old_label[idx[pk]] = mp["id"].to_numpy(dtype=object)[pk], mp["label"].to_numpy(dtype=object)[pk]
+        rl = hk & ~pk
+        status[idx[rl]] = "relabelled"
+        old_id[idx[rl]], old_label[idx[rl]] = mh["id"].to_numpy(dtype=object)[rl], mh["label"].to_numpy(dtype=object)[rl]
+    table = pd.DataFrame({"id": new["id"].to_numpy(dtype=object), "status": status,
+                          "label": new["label"].to_numpy(dtype=object),
+                          "content_hash": new["content_hash"].to_numpy(dtype=object),
+                          "old_id": old_id, "old_label": old_label}, dtype=object)
+    removed = old.loc[~used, ["id", "label", "content_hash"]].reset_index(drop=True).astype(object)
+    return VersionDiff(table=table, removed=removed, n_old=len(old), matched_by="content")
+
+
 def _diff_tables(old_t: Optional[pd.DataFrame], new_t: pd.DataFrame) -> VersionDiff:
     """:func:`diff_versions` on sample tables already normalised (strings, unique ids)."""
     if old_t is None:
         old_t = pd.DataFrame({c: pd.Series([], dtype=object) for c in ("id", "content_hash", "label")})
+    elif _row_number_ids(old_t) and _row_number_ids(new_t):
+        return _diff_by_content(old_t, new_t)
     n = len(new_t)
 
     # 1. id match

@@ -301,6 +301,7 @@ def _diff(result: Any) -> Optional[dict]:
                    for r in new.itertuples(index=False)]
     n_new = int(counts.get("new", 0))
     return {"base_version": d.get("base_version"), "version": d.get("version"),
+            "by_content": d.get("matched_by") == "content",
             "counts": [{"status": k, "count": int(counts.get(k, 0))}
                        for k in ("new", "removed", "relabelled", "modified", "duplicate", "unchanged")],
             "n_old": int(counts.get("n_old", 0)), "n_new": int(counts.get("n_new", 0)), "lists": lists,
