@@ -249,6 +249,34 @@ def test_versions_without_ids_are_paired_by_content(tmp_path):
     assert sum(c["n_judged"] for c in r2.summary["contributors"]) == 400 + 12
 
 
+def test_a_table_of_texts_is_featurised_and_skipped_columns_are_reported(tmp_path):
+    # reviews.csv (review, sentiment): the text column used to be refused ("encode them as numbers")
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "love", "perfect", "recommend"], ["awful", "broken", "refund", "avoid"]
+    rows = []
+    for i in range(120):
+        pos = i % 2 == 0
+        words = rng.choice(good if pos else bad, 5).tolist()
+        label = "negative" if i in (4, 8, 12) else ("positive" if pos else "negative")  # 3 flipped
+        rows.append({"review": " ".join(words) + f" <b>item {i}</b>", "sentiment": label, "who": f"u{i % 3}"})
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    inp = load_for_audit(path, label="sentiment", text_col="review", contributor="who")
+    ds = inp.dataset
+    assert inp.options["featurizer"] == "tfidf" and ds.X.ndim == 2 and len(ds) == 120
+    assert ds.meta["text"].iloc[0] == rows[0]["review"] and ds.meta["text_hash"].nunique() == 120
+    r = run_audit(ds, name="reviews", progress=False)
+    flagged = set(r.findings.loc[r.findings["flagged"], "id"].astype(int))
+    assert {4, 8, 12} <= flagged
+    # a numeric table with a '?' column: the column is left out, with a warning naming it
+    bc = pd.DataFrame({"a": np.arange(50.0), "b": ["?"] + [str(v) for v in range(49)], "y": [0, 1] * 25})
+    bc.to_csv(tmp_path / "q.csv", index=False)
+    with pytest.warns(UserWarning, match=r"not used as features: 'b' \(e.g. '\?'\)"):
+        load_for_audit(tmp_path / "q.csv", label="y")
+    with pytest.raises(DataError, match=r"not numeric \(e.g. '\?'\)"):
+        load_for_audit(tmp_path / "q.csv", label="y", features=["b"])
+
+
 def test_renamed_contributors_keep_the_per_contributor_check(tmp_path):
     # the same poisoned rows audited again with the contributors renamed ("c3" -> "C3"): no sample is
     # new to the ledger, so no one has a reputation under the new names -- the contributor rows used

@@ -367,8 +367,22 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
     if features is None:
         features = [c for c in df.columns if c not in reserved and not L._is_saved_index(df, c) and (
             pd.api.types.is_numeric_dtype(df[c].dtype) or pd.api.types.is_bool_dtype(df[c].dtype))]
+        skipped = [c for c in df.columns if c not in reserved and c not in features and not L._is_saved_index(df, c)]
+        if not features and text_col is not None:  # a table of texts: featurised like JSON Lines
+            return _text_table(df, p, label=label, text_col=text_col, id_col=id_col, contributor=contributor,
+                               source=source)
         if not features:
-            raise DataError(f"{p} has no numeric feature columns besides {sorted(reserved)}; encode them as numbers first")
+            raise DataError(f"{p} has no numeric feature columns besides {sorted(reserved)}; encode them as numbers "
+                            "first (or name a text column with text= / --text to audit texts)")
+        if skipped:
+            def example(c: str) -> str:
+                vals = df[c].dropna()
+                bad = vals[pd.to_numeric(vals, errors="coerce").isna()]
+                return f"{c!r} (e.g. {str(bad.iloc[0])[:20]!r})" if len(bad) else repr(c)
+
+            shown = ", ".join(example(c) for c in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            warnings.warn(f"{p}: non-numeric columns are not used as features: {shown}; name the feature columns "
+                          "(features= / --features) to silence this", UserWarning, stacklevel=3)
     else:
         features = [features] if isinstance(features, str) else [str(f) for f in features]
         if not features:
@@ -382,6 +396,39 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         ds = ds.replace(meta=ds.meta.assign(display_text=df[text_col].to_numpy(dtype=object, na_value=None)))
     opts = {"label": label, "features": list(features), "id_col": id_col, "contributor": contributor,
             "source": source, "text_col": text_col}
+    return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
+
+
+def _featurize_texts(texts: list, p: Path) -> np.ndarray:
+    """TF-IDF + SVD features of the audited texts (JSON Lines, or a table's text column)."""
+    from mithridate.data import loaders as L
+    from mithridate.data import text as T
+
+    feat = T._make_featurizer("tfidf", 20000, 256, 0)
+    with L._context(f"{p} (featurizing the texts)"):
+        return np.asarray(T._features(feat, texts, "audited", fit=True), dtype=np.float32)
+
+
+def _text_table(df: pd.DataFrame, p: Path, *, label: str, text_col: str, id_col: Optional[str],
+                contributor: Optional[str], source: Optional[str]) -> AuditInput:
+    """A table whose only feature is a text column (reviews.csv: review, sentiment)."""
+    import hashlib
+
+    from mithridate.data import loaders as L
+
+    col = df[text_col]
+    blank = col.isna().to_numpy() | np.array([not str(v).strip() for v in col.tolist()])
+    if blank.any():
+        raise DataError(f"text column {text_col!r} in {p} is empty in data row {int(np.flatnonzero(blank)[0])} "
+                        f"({int(blank.sum())} rows); drop or fill those rows first")
+    texts = [str(v) for v in col.tolist()]
+    hashes = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts]
+    X = _featurize_texts(texts, p)
+    ds = L._table_dataset(df, p, label=label, features=[], id_col=id_col, contributor=contributor, source=source,
+                          classes=None, name=L._stem(p), min_classes=2, images=X)
+    ds = ds.replace(meta=ds.meta.assign(text=np.array(texts, dtype=object), text_hash=np.array(hashes, dtype=object)))
+    opts = {"label": label, "text_col": text_col, "id_col": id_col, "contributor": contributor, "source": source,
+            "featurizer": "tfidf"}
     return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
 
 
@@ -399,9 +446,7 @@ def _load_jsonl_full(p: Path, *, label: Optional[str], text: Optional[str], id_c
     T._check_label_count(rec.labels, p)
     with L._context(str(p)):
         y_idx, classes = encode_labels(np.asarray(rec.labels, dtype=object))
-    feat = T._make_featurizer("tfidf", 20000, 256, 0)
-    with L._context(f"{p} (featurizing the texts)"):
-        X = T._features(feat, rec.texts, "audited", fit=True)
+    X = _featurize_texts(rec.texts, p)
     idx = np.arange(len(rec.texts))
     with L._context(str(p)):
         ds = T._dataset(np.asarray(X, dtype=np.float32), y_idx, classes, rec, idx, T._ids(rec), T._jsonl_stem(p),

@@ -1167,7 +1167,8 @@ def _table_dataset(
     images: Optional[np.ndarray] = None,
 ) -> Dataset:
     """One table's rows as a Dataset: ``features`` columns as X, or ``images`` (N x C x H x W,
-    read by :func:`_table_images`) in their place."""
+    read by :func:`_table_images`, or any precomputed N x d features such as a text column's) in
+    their place."""
     _need_column(df, label, "label", p)
     if images is not None:
         features = []
@@ -1179,7 +1180,9 @@ def _table_dataset(
     for col in features:
         dtype = df[col].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
-            bad = df[col].dropna()
+            vals = df[col].dropna()
+            bad = vals[pd.to_numeric(vals, errors="coerce").isna()]  # the values that are not numbers
+            bad = bad if len(bad) else vals
             example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
             raise DataError(
                 f"feature column {col!r} in {p} is not numeric{example}; encode it as numbers "
