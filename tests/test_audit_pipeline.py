@@ -277,6 +277,41 @@ def test_a_table_of_texts_is_featurised_and_skipped_columns_are_reported(tmp_pat
         load_for_audit(tmp_path / "q.csv", label="y", features=["b"])
 
 
+def test_parquet_with_embedded_images_the_hugging_face_layout(tmp_path):
+    # datasets' to_parquet writes images as a struct {bytes: PNG, path}: read them from the cells
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    cells, raw = [], []
+    for i in range(90):
+        buf = io.BytesIO()
+        Image.fromarray((d.images[i] * 15).astype(np.uint8)).save(buf, format="PNG")
+        cells.append({"bytes": buf.getvalue(), "path": f"{i}.png"})
+        raw.append(buf.getvalue())
+    df = pd.DataFrame({"image": cells, "label": d.target[:90], "who": [f"v{i % 3}" for i in range(90)]})
+    df.to_parquet(tmp_path / "hf.parquet")
+    inp = load_for_audit(tmp_path / "hf.parquet", label="label", image_col="image", contributor="who")
+    X = np.asarray(inp.dataset.X)
+    assert X.shape == (90, 1, 8, 8) and inp.files == () and inp.image_root is None
+    assert np.allclose(X[5, 0] * 255, (d.images[5] * 15).astype(np.uint8))
+    r = run_audit(inp.dataset, name="hf", progress=False)
+    assert len(r.findings) == 90
+    out = tmp_path / "clean.parquet"
+    res = sanitize(tmp_path / "hf.parquet", out, label="label", image_col="image", contributor="who", budget=0.1)
+    kept = pd.read_parquet(out)
+    assert len(kept) == 90 - res.n_removed and isinstance(kept["image"].iloc[0], dict)
+    # plain bytes cells work too; a cell that is not an image is one clear error naming its row
+    pd.DataFrame({"image": raw, "label": d.target[:90]}).to_parquet(tmp_path / "raw.parquet")
+    assert load_for_audit(tmp_path / "raw.parquet", label="label", image_col="image").dataset.X.shape == (90, 1, 8, 8)
+    raw[7] = b"not a png"
+    pd.DataFrame({"image": raw, "label": d.target[:90]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match="data row 7"):
+        load_for_audit(tmp_path / "bad.parquet", label="label", image_col="image")
+
+
 def test_renamed_contributors_keep_the_per_contributor_check(tmp_path):
     # the same poisoned rows audited again with the contributors renamed ("c3" -> "C3"): no sample is
     # new to the ledger, so no one has a reputation under the new names -- the contributor rows used

@@ -357,7 +357,8 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
                 "source": source, "text_col": text_col, "size": list(size_hw) if size_hw else None,
                 "grayscale": grayscale}
         return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)),
-                          files=tuple(f.resolve() for f in files), image_root=p.parent.resolve(), options=opts)
+                          files=tuple(f.resolve() for f in files),  # none: the table holds the images itself
+                          image_root=p.parent.resolve() if files else None, options=opts)
     if text_col is not None:
         L._need_column(df, text_col, "text", p)
     elif "text" in df.columns and not pd.api.types.is_numeric_dtype(df["text"].dtype) and "text" not in (

@@ -32,6 +32,7 @@ import contextlib
 import csv
 import gzip
 import inspect
+import io
 import os
 import re
 import struct
@@ -1281,9 +1282,12 @@ def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tupl
     disk. Symbolic links inside the folder are followed, as in an image folder: whoever built the
     folder chose them (datasets are often link farms over a shared store)."""
     _need_column(df, image_col, "image", p)
+    values = df[image_col].tolist()
+    if any(_embedded(v) is not None for v in values[:1] if v is not None):
+        return _embedded_images(values, p, image_col, size, grayscale), []
     root = p.parent.resolve()
     files = []
-    for row, value in enumerate(df[image_col].tolist()):
+    for row, value in enumerate(values):
         where = f"{p}, data row {row} (column {image_col!r})"
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             value = str(value)  # file names that are numbers, read as integers by the CSV parser
@@ -1304,6 +1308,59 @@ def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tupl
         files.append(f)
     X, _, _ = _image_set(root, [(f, "") for f in files], size=size, grayscale=grayscale)
     return X, files
+
+
+def _embedded(value: Any) -> Optional[bytes]:
+    """The encoded image a table cell holds itself: raw bytes, or the ``{"bytes": ..., "path": ...}``
+    struct of a Hugging Face ``datasets`` Parquet export; None for anything else (e.g. a path)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray, memoryview)):
+        return bytes(value["bytes"])
+    return None
+
+
+class _Blob(io.BytesIO):
+    """An encoded image held in a table cell, named for error messages."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self._name = name
+
+    def __str__(self) -> str:
+        return self._name
+
+
+def _embedded_images(values: list, p: Path, image_col: str, size: Optional[tuple[int, int]],
+                     grayscale: Optional[bool]) -> np.ndarray:
+    """Decode the images a table holds in its cells (PNG/JPEG bytes) into N x C x H x W."""
+    from PIL import Image
+
+    blobs = []
+    first: Optional[tuple[int, tuple[int, int]]] = None
+    all_grey = True
+    for row, value in enumerate(values):
+        data = _embedded(value)
+        where = f"{p}, data row {row} (column {image_col!r})"
+        if data is None or not data:
+            raise DataError(f"{where}: no image bytes in this cell (every row of an embedded-image column needs them)")
+        blob = _Blob(data, where)
+        try:
+            with Image.open(blob) as im:
+                mode, (w, h) = im.mode, im.size
+        except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise _open_error(blob, exc) from None
+        all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
+        if size is None:
+            if first is None:
+                first = (row, (h, w))
+            elif first[1] != (h, w):
+                raise DataError(f"images have different sizes: data row {first[0]} is {first[1][0]}x{first[1][1]} "
+                                f"(HxW) but data row {row} is {h}x{w}; pass size=(H, W) (--size) to resize them all")
+        blob.seek(0)
+        blobs.append(blob)
+    grey = all_grey if grayscale is None else bool(grayscale)
+    return np.stack([_load_image(b, grey, size) for b in blobs]).astype(np.float32, copy=False)
 
 
 def load_table(
