@@ -881,3 +881,21 @@ def test_table_of_image_paths_bad_options_and_sizes(tmp_path):
     with pytest.raises(DataError, match="image column 'picture' not found"):
         load_table(p, label="label", image_col="picture")
 
+
+
+def test_npz_labels_as_a_column_or_one_hot(tmp_path):
+    # Keras saves CIFAR-10's labels as (N, 1); others save one-hot rows: both are class indices
+    rng = np.random.default_rng(0)
+    x = (rng.random((60, 8, 8, 3)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 60)
+    np.savez(tmp_path / "col.npz", x_train=x[:40], y_train=y[:40, None].astype(np.uint8), x_test=x[40:],
+             y_test=y[40:, None].astype(np.uint8))
+    s = load_npz(tmp_path / "col.npz")
+    assert s.train.X.shape == (40, 3, 8, 8) and np.array_equal(s.train.labels.astype(int), y[:40])
+    np.savez(tmp_path / "onehot.npz", x=x, y=np.eye(3, dtype=np.float32)[y])
+    with pytest.warns(UserWarning, match="one-hot"):
+        s = load_npz(tmp_path / "onehot.npz", test_size=0.25)
+    assert sorted(np.concatenate([s.train.labels, s.test.labels]).astype(int).tolist()) == sorted(y.tolist())
+    np.savez(tmp_path / "soft.npz", x=x, y=np.full((60, 3), 1 / 3))  # soft labels: still refused
+    with pytest.raises(DataError):
+        load_npz(tmp_path / "soft.npz")

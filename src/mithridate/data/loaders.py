@@ -665,7 +665,8 @@ class _NpzReader:
             return None
         real = self.keys[key]
         try:
-            return self.archive[real]
+            arr = self.archive[real]
+            return _label_vector(arr, real, self.path) if key in ("y", "y_train", "y_test") else arr
         except ValueError as exc:
             if "pickle" in str(exc).lower():
                 raise DataError(
@@ -679,6 +680,20 @@ class _NpzReader:
 
     def close(self) -> None:
         self.archive.close()
+
+
+def _label_vector(y: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Labels as a vector: a column (N x 1, as Keras saves CIFAR-10's) is squeezed and one-hot rows
+    (N x K of 0/1, one 1 per row) become class indices; anything else is left for the caller to refuse."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        return y[:, 0]
+    if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "biuf" and len(y):
+        ones = y == 1
+        if bool(np.all(ones | (y == 0))) and bool(np.all(ones.sum(axis=1) == 1)):
+            warnings.warn(f"{path}: {key!r} is one-hot ({y.shape[0]} x {y.shape[1]}); read as class indices 0..{y.shape[1] - 1}",
+                          UserWarning, stacklevel=3)
+            return np.argmax(y, axis=1)
+    return y
 
 
 def _npz_classes(raw: np.ndarray, path: Path) -> tuple:
