@@ -304,3 +304,16 @@ def test_detect_runs_detectors_that_read_no_layer(name, capsys, monkeypatch):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["detector"] == name and doc["layer"] == "inputs" and doc["n_samples"] > 1000
+
+
+def test_detect_scores_every_row_of_a_table(tmp_path, capsys, monkeypatch):
+    # a user's CSV is their training set: detect used to hold 30% of it out and never score it
+    from sklearn.datasets import load_wine
+
+    d = load_wine(as_frame=True).frame
+    path = tmp_path / "wine.csv"
+    d.to_csv(path, index=False)
+    code, out, err = run(["detect", "knn", path, "--label", "target", "--json", "--out", tmp_path / "s.csv"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["n_samples"] == len(d) == len(pd.read_csv(tmp_path / "s.csv"))

@@ -115,6 +115,21 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
     return load_dataset(data, **kwargs)
 
 
+def _whole_file(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str],
+                image_col: Optional[str], size: Optional[str], text: Optional[str]):
+    """Every row of a table or JSON Lines file (what ``detect`` scores: the user's file is the
+    training set, nothing is held out); None for other inputs (bundled data, npz, folders)."""
+    from mithridate.audit.pipeline import load_for_audit
+    from mithridate.data.loaders import _TABLE_SUFFIXES
+    from mithridate.data.text import JSONL_SUFFIXES
+
+    p = Path(data)
+    if not (p.is_file() and p.name.lower().endswith(tuple(_TABLE_SUFFIXES) + tuple(JSONL_SUFFIXES))):
+        return None
+    return load_for_audit(p, label=label, features=_split_features(features), id_col=id_col, image_col=image_col,
+                          size=_parse_size(size), text_col=text, progress=False).dataset
+
+
 # shared option declarations -------------------------------------------------------------------
 DataArg = typer.Argument(..., help="A bundled dataset name (see `mithridate datasets`) or a path: .npz, "
                                    ".csv/.tsv/.parquet (with --label), a Fashion-MNIST IDX directory or an "
@@ -674,6 +689,9 @@ def detect(
 ) -> None:
     """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
 
+    A table or JSON Lines file is scored whole (every row is a training sample); bundled datasets,
+    .npz archives and image folders are scored on their training split.
+
     `mithridate detect --list` shows the detectors. Backdoor detectors (spectral, spectre, ...) read a
     network's penultimate layer and train the default network when no --model is given; label and outlier
     detectors (knn, confident-learning, ...) read the raw features unless --input model is given.
@@ -714,9 +732,10 @@ def detect(
     if input_ not in ("auto", "model", "raw"):
         raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
     registry.get("detector", detector)  # unknown names fail here, before any data is loaded
-    splits = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col, size=size,
-                   text=text)
-    train_set = splits.train
+    train_set = _whole_file(data, label, features, id_col, image_col, size, text) if classes is None else None
+    if train_set is None:
+        train_set = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col,
+                          size=size, text=text).train
     wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS | registry.OWN_NETWORK_DETECTORS
     if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
         wants_model = train_set.is_image
@@ -728,7 +747,7 @@ def detect(
         model = TorchClassifier.load(model_path)
     else:
         if not as_json:
-            err.print(f"No --model given: training the default network on {len(train_set)} samples of {splits.name}.")
+            err.print(f"No --model given: training the default network on {len(train_set)} samples of {train_set.name}.")
         model = default_classifier(len(train_set), random_state=seed, progress=not as_json)
         model.fit(train_set, n_classes=train_set.n_classes)
     reads_layer = "layer" in inspect.signature(registry.get("detector", detector)).parameters
@@ -740,7 +759,7 @@ def detect(
     det.fit(train_set, model=model)
     flags = det.flag(budget=budget) if budget is not None else det.flag()
     seconds = time.perf_counter() - t0
-    doc: dict = {"detector": det.name, "dataset": splits.name, "n_samples": len(train_set), "layer": layer,
+    doc: dict = {"detector": det.name, "dataset": train_set.name, "n_samples": len(train_set), "layer": layer,
                  "budget": budget, "n_flagged": int(flags.sum()), "seconds": seconds}
     per_class = pd.Series(flags).groupby(train_set.y).sum()
     doc["flagged_per_class"] = {str(train_set.classes[int(c)]): int(v) for c, v in per_class.items()}
@@ -755,7 +774,7 @@ def detect(
     if as_json:
         _print_json(doc)
         return
-    out.print(f"{det.name} on {splits.name} ({len(train_set)} samples, layer {layer!r}): flagged {int(flags.sum())} "
+    out.print(f"{det.name} on {train_set.name} ({len(train_set)} samples, layer {layer!r}): flagged {int(flags.sum())} "
               f"in {seconds:.2f} s")
     top = ", ".join(f"{k}: {v}" for k, v in sorted(doc["flagged_per_class"].items(), key=lambda kv: -kv[1])[:5] if v)
     out.print(f"  most flagged classes: {top or 'none'}")
