@@ -317,3 +317,11 @@ def test_detect_scores_every_row_of_a_table(tmp_path, capsys, monkeypatch):
                          capsys, monkeypatch)
     assert code == 0, err
     assert json.loads(out)["n_samples"] == len(d) == len(pd.read_csv(tmp_path / "s.csv"))
+
+
+def test_errors_name_the_command_line_options(tmp_path, capsys, monkeypatch):
+    # library messages say "pass label=<...>"; on the command line that is --label
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
+    code, _, err = run(["audit", path, "--no-ledger", "--out", tmp_path / "o"], capsys, monkeypatch)
+    assert code == 2 and "--label <" in err and "label=" not in err

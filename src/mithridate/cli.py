@@ -1023,6 +1023,21 @@ def _cli_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+#: Library messages name Python keywords; on the command line they are these options.
+_CLI_WORDS = ((r"\bsize=\(H, W\)", "--size HxW"), (r"\boverwrite=True", "--overwrite"),
+              (r"\blabel=<", "--label <"), (r"\bbudget=", "--budget "), (r"\bid_col=", "--id-col"),
+              (r"\btext=(?= |$)", "--text"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"))
+
+
+def _cli_words(message: str) -> str:
+    """A library error message with its keyword arguments written as the CLI options they are."""
+    import re
+
+    for pattern, option in _CLI_WORDS:
+        message = re.sub(pattern, option, message)
+    return re.sub(r"(--[a-z-]+) / \1\b", r"\1", message)  # "id_col= / --id-col" said it twice
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     warnings.formatwarning = _cli_warning
@@ -1031,7 +1046,7 @@ def main() -> None:
         if isinstance(rv, int) and rv:
             sys.exit(rv)
     except MithridateError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"error: {_cli_words(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
