@@ -915,10 +915,11 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                                                          steps)
     learnt = feature_model is not None
     ens = Ensemble(detectors=pol.detectors)
-    with steps.step(f"running detectors ({', '.join(map(str, ens.member_names(learnt)))})"):
+    names = ens.member_names(learnt, image_model=feature_model is not None and bool(ds.is_image))
+    with steps.step(f"running detectors ({', '.join(map(str, names))})"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary
-            ens.fit(ds, features=feats, learnt=learnt,
+            ens.fit(ds, feature_model, features=feats, learnt=learnt,
                     on_member=lambda m, i, n: steps.describe(f"running detectors: {m} ({i + 1} of {n})"))
         flags = np.asarray(ens.default_flags(), dtype=bool)
         member_flags = ens.member_flags()

@@ -96,6 +96,8 @@ class StripDetector(Detector):
     name = "strip"
     layer = None  # reads the model's predictions on the (superimposed) inputs, not a layer
     evidence = "shortcut"
+    #: An ensemble gives it the trained model (never the shared features); without one it is skipped.
+    reads_predictions = True
 
     def __init__(self, n_draws: int = 8, score: str = "label", z_threshold: float = 3.0,
                  random_state: RandomState = 0):
