@@ -248,7 +248,7 @@ def test_capped_rule_reaches_only_groups_whose_labels_look_typical():
         assert ens.flag()[~group].mean() < 0.02
 
 
-def test_strip_joins_when_the_network_is_given_on_images():
+def test_strip_is_a_member_when_listed_and_the_network_is_given():
     from mithridate.attacks.backdoor import BadNets
     from mithridate.data import load_dataset
     from mithridate.eval.metrics import auroc
@@ -257,15 +257,12 @@ def test_strip_joins_when_the_network_is_given_on_images():
     p = BadNets(target=0, poison_rate=0.05, size=2).poison(load_dataset("digits", random_state=0).train, random_state=0)
     ds = p.dataset.without_ground_truth()
     net = default_classifier(len(ds), random_state=0).fit(ds, n_classes=ds.n_classes)
-    ens = Ensemble().fit(ds, model=net)
-    assert list(ens.member_scores_.columns) == ["robust-distance", "knn", "confident-learning", "spectral", "strip"]
+    members = ["robust-distance", "knn", "confident-learning", "spectral", "strip"]
+    ens = Ensemble(members).fit(ds, model=net)
+    assert list(ens.member_scores_.columns) == members
     assert ens.weights_["strip"] == 1.0 and "strip" not in ens.voters()  # its own kind; its flags are no vote
     assert auroc(ens.scores_, p.poison_mask) > 0.98
-    # features alone (no network to read predictions from): STRIP is not a member
-    feats = net.features(ds.X)
-    assert "strip" not in Ensemble().fit(ds, features=feats, learnt=True).member_scores_.columns
-    assert Ensemble().member_names(learnt=True, image_model=True)[-1] == "strip"
-    assert "strip" not in Ensemble().member_names(learnt=True)
-    # listed explicitly without a model: skipped with the reason
-    e = Ensemble(["knn", "strip"]).fit(ds, features=feats)
+    assert "strip" not in Ensemble().fit(ds, model=net).member_scores_.columns  # not a default member
+    # features alone (no network to read predictions from): skipped with the reason
+    e = Ensemble(["knn", "strip"]).fit(ds, features=net.features(ds.X))
     assert list(e.member_scores_.columns) == ["knn"] and "no model" in e.skipped_["strip"]

@@ -915,8 +915,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                                                          steps)
     learnt = feature_model is not None
     ens = Ensemble(detectors=pol.detectors)
-    names = ens.member_names(learnt, image_model=feature_model is not None and bool(ds.is_image))
-    with steps.step(f"running detectors ({', '.join(map(str, names))})"):
+    with steps.step(f"running detectors ({', '.join(map(str, ens.member_names(learnt)))})"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary
             ens.fit(ds, feature_model, features=feats, learnt=learnt,

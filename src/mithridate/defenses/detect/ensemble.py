@@ -50,13 +50,14 @@ AUROC on every backdoor column (digits BadNets 10%: 0.78 -> 0.87, Fashion-MNIST 
 0.955 -> 0.934). Adding spectral signatures on a network's features (the ``"auto"`` members),
 as a third kind whose own flags are not votes (see :meth:`Ensemble.voters`), then raised digits
 BadNets 10% 0.87 -> 0.99 and Fashion-MNIST BadNets 5% 0.92 -> 0.98 and Blend 0.73 -> 0.93,
-tables unchanged. Adding STRIP when the network is given and the inputs are images (session 9,
-issue 5's audit benchmark, every image case rerun; tables unchanged): ensemble AUROC up on every
-backdoor case (Fashion-MNIST Blend 0.707 / 0.834 / 0.977 -> 0.880 / 0.919 / 0.989, BadNets 10%
-median 0.975 -> 0.984), down a little on image label flips (digits random flips 10% median 0.988
--> 0.976), gate outcomes equal or better (digits Blend 4/5 -> 5/5 seeds, digits 1-vs-7
-adversarial flips 20% 1/5 -> 2/5) and clean audits unchanged. The rules were chosen on those
-cases; ``benchmarks/detection_matrix.py`` shows how they do on each.
+tables unchanged. Adding STRIP as a default member on images (session 9, issue 5's audit
+benchmark, every image case rerun with it) raised the ensemble AUROC on every backdoor case
+(Fashion-MNIST Blend 0.707 / 0.834 / 0.977 -> 0.880 / 0.919 / 0.989) and the gate's poisoned
+outcomes (digits Blend 4/5 -> 5/5 seeds, digits 1-vs-7 adversarial flips 20% 1/5 -> 2/5), but
+clean Fashion-MNIST 6,000-image audits passed 18 of 20 instead of 19 (seed 15: an honest
+contributor's credible interval crossed the population rate, 10.18% vs 10.10%; without STRIP
+10.22% vs 10.25%), below the 95% asked, so it was not made a default. The rules were chosen on
+those cases; ``benchmarks/detection_matrix.py`` shows how they do on each.
 """
 
 from __future__ import annotations
@@ -75,8 +76,6 @@ from mithridate.errors import ConfigError, MithridateError
 DEFAULT_MEMBERS = ("robust-distance", "knn", "confident-learning")
 #: Added to the default members when the features are a network's learnt representation.
 LEARNT_MEMBERS = ("spectral",)
-#: Added as well when that network is given and the inputs are images (they read its predictions).
-IMAGE_MODEL_MEMBERS = ("strip",)
 WEIGHTINGS = ("evidence", "equal")
 
 
@@ -155,11 +154,11 @@ class Ensemble(Detector):
         learnt=...)``; by default, when a model is passed). Spectral signatures look for a class
         that splits into two groups, which is how a backdoor shows in a network's penultimate
         layer (Tran et al. 2018); on raw table columns a class's natural sub-populations split
-        the same way, so it only joins on learnt features. When the network itself is passed
-        (``fit(dataset, model=net)``) and the inputs are images, STRIP joins too
-        (:class:`~mithridate.defenses.detect.strip.StripDetector`: the label kept under
-        superimposition, a fourth kind of evidence, ``"shortcut"``, whose own flags are not votes);
-        it reads the network's predictions, so with ``features=`` alone it is left out.
+        the same way, so it only joins on learnt features. STRIP
+        (:class:`~mithridate.defenses.detect.strip.StripDetector`, a fourth kind of evidence,
+        ``"shortcut"``, whose own flags are not votes) can be listed; it reads the network's
+        predictions, so it needs ``fit(dataset, model=net)`` (with ``features=`` alone it is
+        skipped). It is not a default member: see the module docstring.
     weighting : {"evidence", "equal"}, default="evidence"
         ``"evidence"``: each kind of evidence (:attr:`Detector.evidence`) weighs one in total,
         shared by its members; ``"equal"``: every member weighs one.
@@ -228,22 +227,20 @@ class Ensemble(Detector):
         self.min_votes = min_votes
         self.skip_failed = skip_failed
 
-    def member_names(self, learnt: bool, image_model: bool = False) -> list:
-        """The members :meth:`fit` runs (``"auto"`` resolved for ``learnt`` features, and for a
-        trained network on images, ``image_model``)."""
+    def member_names(self, learnt: bool) -> list:
+        """The members :meth:`fit` runs (``"auto"`` resolved for ``learnt`` features)."""
         if isinstance(self.detectors, str) and self.detectors.lower() == "auto":
-            return (list(DEFAULT_MEMBERS) + (list(LEARNT_MEMBERS) if learnt else [])
-                    + (list(IMAGE_MODEL_MEMBERS) if learnt and image_model else []))
+            return list(DEFAULT_MEMBERS) + (list(LEARNT_MEMBERS) if learnt else [])
         if isinstance(self.detectors, (str, Detector)) or not len(self.detectors):
             raise ConfigError("detectors must be 'auto' or a non-empty list of detector names or instances, "
                               f"got {self.detectors!r}")
         return list(self.detectors)
 
-    def _members(self, learnt: bool, image_model: bool = False) -> list[tuple[str, Detector]]:
+    def _members(self, learnt: bool) -> list[tuple[str, Detector]]:
         from mithridate import registry
 
         out, seen = [], set()
-        for d in self.member_names(learnt, image_model):
+        for d in self.member_names(learnt):
             if isinstance(d, Detector):
                 name, det = d.name, d
             elif isinstance(d, str):
@@ -275,7 +272,7 @@ class Ensemble(Detector):
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         self.learnt_ = bool(model is not None) if learnt is None else bool(learnt)
-        members = self._members(self.learnt_, image_model=model is not None and bool(dataset.is_image))
+        members = self._members(self.learnt_)
         features = self.checked_features(dataset, model, features)
         raw, fitted, skipped, seconds = {}, {}, {}, {}
         for i, (name, det) in enumerate(members):
