@@ -1349,8 +1349,6 @@ class _Blob(io.BytesIO):
 def _embedded_images(values: list, p: Path, image_col: str, size: Optional[tuple[int, int]],
                      grayscale: Optional[bool]) -> np.ndarray:
     """Decode the images a table holds in its cells (PNG/JPEG bytes) into N x C x H x W."""
-    from PIL import Image
-
     blobs = []
     first: Optional[tuple[int, tuple[int, int]]] = None
     all_grey = True
@@ -1360,18 +1358,14 @@ def _embedded_images(values: list, p: Path, image_col: str, size: Optional[tuple
         if data is None or not data:
             raise DataError(f"{where}: no image bytes in this cell (every row of an embedded-image column needs them)")
         blob = _Blob(data, where)
-        try:
-            with Image.open(blob) as im:
-                mode, (w, h) = im.mode, im.size
-        except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise _open_error(blob, exc) from None
+        mode, h, w = _image_header(blob)
         all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
         if size is None:
             if first is None:
                 first = (row, (h, w))
             elif first[1] != (h, w):
                 raise DataError(f"images have different sizes: data row {first[0]} is {first[1][0]}x{first[1][1]} "
-                                f"(HxW) but data row {row} is {h}x{w}; pass size=(H, W) (--size) to resize them all")
+                                f"(HxW) but data row {row} is {h}x{w}; pass size=(H, W) to resize them all")
         blob.seek(0)
         blobs.append(blob)
     grey = all_grey if grayscale is None else bool(grayscale)
@@ -1579,6 +1573,17 @@ def _check_size(size: Any) -> Optional[tuple[int, int]]:
     return int(h), int(w)
 
 
+def _image_header(src: Any) -> tuple[str, int, int]:
+    """Mode, height and width of an image file (or file-like object) without decoding it."""
+    from PIL import Image
+
+    try:
+        with Image.open(src) as im:
+            return im.mode, im.size[1], im.size[0]
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _open_error(src, exc) from None
+
+
 def _open_error(f: Path, exc: BaseException) -> DataError:
     return DataError(
         f"cannot read image {f}: {exc}; the file is corrupt or not an image -- fix or remove it"
@@ -1623,18 +1628,10 @@ def _image_set(
     grayscale: Optional[bool],
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Read (file, class) pairs into an N x C x H x W array; check sizes, modes, corruption."""
-    from PIL import Image
-
     first: Optional[tuple[Path, tuple[int, int]]] = None
     all_grey = True
     for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                mode, (w, h) = im.mode, im.size
-        except Image.DecompressionBombError as exc:
-            raise _open_error(f, exc) from None
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise _open_error(f, exc) from None
+        mode, h, w = _image_header(f)
         all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
         if size is None:
             if first is None:
