@@ -899,3 +899,15 @@ def test_npz_labels_as_a_column_or_one_hot(tmp_path):
     np.savez(tmp_path / "soft.npz", x=x, y=np.full((60, 3), 1 / 3))  # soft labels: still refused
     with pytest.raises(DataError):
         load_npz(tmp_path / "soft.npz")
+
+
+def test_table_labels_that_differ_by_spaces_warn_and_repeated_ids_name_their_rows(tmp_path):
+    df = pd.DataFrame({"a": np.arange(8.0), "y": ["cat", "dog", "cat ", "dog"] * 2, "id": [f"s{i}" for i in range(8)]})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(UserWarning, match=r"differ only by spaces"):
+        load_table(tmp_path / "t.csv", label="y", features=["a"], test_size=0.25)
+    df["id"] = ["s0", "s1", "s2", "s1", "s4", "s5", "s6", "s7"]
+    df["y"] = ["cat", "dog"] * 4
+    df.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"repeats ids .*'s1' in data rows \[1, 3\]"):
+        load_table(tmp_path / "d.csv", label="y", features=["a"], id_col="id", test_size=0.25)

@@ -1242,11 +1242,19 @@ def _table_dataset(
         y = yv
     else:
         y = _column_values(df[label])
+        _warn_spaced_labels(y, label, p)
     if id_col is None:
         ids = np.arange(len(df), dtype=np.int64)
     else:
         if df[id_col].isna().any():
             raise DataError(f"id column {id_col!r} in {p} has missing values; every row needs an id")
+        dup = df[id_col].astype(str).duplicated(keep=False).to_numpy()
+        if dup.any():
+            rows = np.flatnonzero(dup)
+            first = str(df[id_col].iloc[rows[0]])
+            same = rows[df[id_col].astype(str).to_numpy()[rows] == first][:3].tolist()
+            raise DataError(f"id column {id_col!r} in {p} repeats ids ({int(dup.sum())} rows; e.g. {first!r} in data "
+                            f"rows {same}); every row needs its own id")
         ids = _plain_array(_column_values(df[id_col]), f"ids in column {id_col!r}")
     meta = pd.DataFrame(index=range(len(df)))
     for col, key in ((source, "source"), (contributor, "contributor")):
@@ -1256,6 +1264,20 @@ def _table_dataset(
         if task == "regression":
             return Dataset.from_arrays(X, y, ids=ids, meta=meta, name=name, task="regression")
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
+
+
+def _warn_spaced_labels(y: np.ndarray, label: str, p: Path) -> None:
+    """Warn when label values differ only by spaces around them ('benign' and 'benign '): they
+    stay separate classes, which is rarely what the data meant."""
+    if y.dtype.kind not in "OU":
+        return
+    groups: dict = {}
+    for v in pd.unique(pd.Series(y).dropna().astype(str)):
+        groups.setdefault(v.strip(), []).append(v)
+    clash = [vs for vs in groups.values() if len(vs) > 1]
+    if clash:
+        warnings.warn(f"{p}: label values {clash[0]!r} in column {label!r} differ only by spaces around them and are "
+                      "kept as different classes; strip that column if they are one class", UserWarning, stacklevel=4)
 
 
 def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, size: Any,
