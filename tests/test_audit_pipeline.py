@@ -689,3 +689,18 @@ def test_roni_by_contributor_as_a_stronger_check():
     flagged = {row["batch"] for row in r.summary["roni"] if row["flagged"]}
     assert flagged and flagged <= set(BAD)
     assert r.roni is not None and len(r.roni) == 10
+
+
+def test_sanitize_csv_keeps_bom_line_endings_and_an_empty_index_header(tmp_path):
+    # a CSV saved by Excel (BOM, CRLF) with a pandas index column (empty header cell): every kept
+    # line of the cleaned copy is byte for byte a line of the input
+    ds = breast_cancer(n=120)
+    df = pd.DataFrame(np.asarray(ds.X)[:, :5], columns=[f"f{i}" for i in range(5)])
+    df["y"] = np.asarray(ds.y)
+    src = tmp_path / "excel.csv"
+    src.write_bytes(b"\xef\xbb\xbf" + df.to_csv(index=True, lineterminator="\r\n").encode())
+    res = sanitize(src, tmp_path / "clean.csv", label="y", budget=0.05, progress=False)
+    out = (tmp_path / "clean.csv").read_bytes()
+    assert out.startswith(b"\xef\xbb\xbf,f0,f1") and res.n_removed > 0
+    lines_in, lines_out = src.read_bytes().split(b"\r\n"), out.split(b"\r\n")
+    assert len(lines_out) == len(lines_in) - res.n_removed and set(lines_out) <= set(lines_in)

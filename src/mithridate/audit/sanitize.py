@@ -43,6 +43,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -362,7 +363,24 @@ def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
             kept.to_parquet(tmp, index=False)
         else:
             comp = "gzip" if out.name.lower().endswith(".gz") else None
-            kept.to_csv(tmp, sep=sep, index=False, compression=comp)
+            bom, crlf, header = _text_layout(p)
+            # an empty header cell (a saved index) is read as 'Unnamed: 0': write it back empty
+            kept = kept.set_axis([c if c in header or not re.fullmatch(r"Unnamed: \d+", c) else "" for c in kept.columns],
+                                 axis=1)
+            kept.to_csv(tmp, sep=sep, index=False, compression=comp, encoding="utf-8-sig" if bom else "utf-8",
+                        lineterminator="\r\n" if crlf else "\n")
+
+
+def _text_layout(p: Path) -> tuple[bool, bool, str]:
+    """Whether a CSV/TSV (optionally gzipped) starts with a UTF-8 BOM and ends its lines with CRLF,
+    and its raw header line: sanitize writes the cleaned copy the same way."""
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as fh:
+        head = fh.read(1 << 16)
+    first = head.split(b"\n", 1)[0]
+    return head.startswith(b"\xef\xbb\xbf"), first.endswith(b"\r"), first.decode("utf-8", "replace")
 
 
 def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
