@@ -911,3 +911,9 @@ def test_table_labels_that_differ_by_spaces_warn_and_repeated_ids_name_their_row
     df.to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(DataError, match=r"repeats ids .*'s1' in data rows \[1, 3\]"):
         load_table(tmp_path / "d.csv", label="y", features=["a"], id_col="id", test_size=0.25)
+
+
+def test_missing_labels_name_the_first_row(tmp_path):
+    pd.DataFrame({"a": np.arange(6.0), "y": ["x", "y", None, "x", "y", "x"]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"missing values \(1 rows, the first at data row 2\)"):
+        load_table(tmp_path / "t.csv", label="y", features=["a"])

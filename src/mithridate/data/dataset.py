@@ -44,7 +44,9 @@ def encode_labels(y: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarra
         y = y.astype(np.int64)
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)):
-            raise DataError("labels contain NaN or infinite values; drop or fix those rows")
+            bad = np.flatnonzero(~np.isfinite(y))
+            raise DataError(f"labels contain NaN or infinite values ({len(bad)} rows, the first at data row "
+                            f"{int(bad[0])}); drop or fix those rows")
         if not np.all(y == np.round(y)):
             raise DataError(
                 "labels are non-integer numbers; classification labels must be integers or "
@@ -53,8 +55,10 @@ def encode_labels(y: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarra
         y = y.astype(np.int64)
     if y.dtype.kind == "O":
         kinds = {type(v) for v in y.tolist()}
-        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in y.tolist()):
-            raise DataError("labels contain missing values; drop or fix those rows")
+        missing = [i for i, v in enumerate(y.tolist()) if v is None or (isinstance(v, float) and np.isnan(v))]
+        if missing:
+            raise DataError(f"labels contain missing values ({len(missing)} rows, the first at data row {missing[0]}); "
+                            "drop or fix those rows")
         if kinds <= {str}:
             y = y.astype(str)
         elif kinds <= {int, np.int64, np.int32}:
