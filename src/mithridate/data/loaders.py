@@ -1333,7 +1333,8 @@ def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tupl
         rel = Path(value.strip().replace("\\", "/"))
         if rel.is_absolute() or rel.drive or ".." in rel.parts or re.match(r"^[A-Za-z]:", value.strip()):
             raise DataError(f"{where}: {value!r} leaves the table's folder; image paths must be relative "
-                            f"to {root} and stay inside it (no absolute paths, no '..')")
+                            f"to {root} and stay inside it (no absolute paths, no '..'): put the table in a "
+                            "folder that holds the images (e.g. next to images/, with paths images/...)")
         f = root / rel
         try:
             found = f.is_file()
