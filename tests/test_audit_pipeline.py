@@ -704,3 +704,17 @@ def test_sanitize_csv_keeps_bom_line_endings_and_an_empty_index_header(tmp_path)
     assert out.startswith(b"\xef\xbb\xbf,f0,f1") and res.n_removed > 0
     lines_in, lines_out = src.read_bytes().split(b"\r\n"), out.split(b"\r\n")
     assert len(lines_out) == len(lines_in) - res.n_removed and set(lines_out) <= set(lines_in)
+
+
+def test_report_heads_table_values_with_the_column_names(tmp_path):
+    df = pd.DataFrame(np.asarray(breast_cancer(n=150).X)[:, :4], columns=["mean radius", "<b>texture</b>", "c", "d"])
+    df["y"] = np.asarray(breast_cancer(n=150).y)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    inp = load_for_audit(tmp_path / "t.csv", label="y")
+    r = run_audit(inp.dataset, name="t", progress=False, out_dir=tmp_path / "out",
+                  feature_names=inp.options["features"])
+    assert r.summary["feature_names"] == ["mean radius", "<b>texture</b>", "c", "d"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "mean radius" in html and "&lt;b&gt;texture&lt;/b&gt;" in html and "<b>texture" not in html
+    # names that do not fit the columns are ignored
+    assert "feature_names" not in run_audit(inp.dataset, name="t", progress=False, feature_names=["a"]).summary

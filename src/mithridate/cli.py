@@ -835,7 +835,7 @@ def audit(
     model = TorchClassifier.load(model_path) if model_path is not None else None
     ds_name = name or inp.dataset.name
     kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
-                  progress=not as_json)
+                  progress=not as_json, feature_names=inp.options.get("features"))
     if no_ledger:
         res = run_audit(inp.dataset, ledger=None, **kwargs)
     else:

@@ -761,6 +761,7 @@ def run_audit(
     random_state: RandomState = 0,
     progress: bool = True,
     title: Optional[str] = None,
+    feature_names: Optional[Sequence[str]] = None,
 ) -> AuditResult:
     """Audit one version of a training set and decide whether it may be trained on.
 
@@ -798,6 +799,10 @@ def run_audit(
         Show a progress bar per step on stderr.
     title : str, optional
         Report title (default ``"Audit of <name>"``).
+    feature_names : sequence of str, optional
+        Names of a table's feature columns (``load_for_audit(...).options["features"]``): the
+        report heads the suspicious rows' values with them (else ``x0, x1, ...``); kept in the
+        summary as ``feature_names``.
 
     Returns
     -------
@@ -859,6 +864,7 @@ def run_audit(
                 diff = diff_versions(old, audit_samples(dataset))
             result = _audit_core(dataset, name, pol, model, layer, features, rng, progress, steps, diff=diff,
                                  history=None, history_counts=None, prev_version=None, version=None, reused=False)
+            _name_features(result, dataset, feature_names)
             staged = _stage(result, out_path, title, steps) if out_path is not None else None
         else:
             staged = None
@@ -874,6 +880,7 @@ def run_audit(
                                          prev_version=rec.previous.number if rec.previous is not None else None,
                                          version=rec.previous.number + 1 if rec.previous is not None else 1,
                                          reused=rec.reused_version)
+                    _name_features(result, dataset, feature_names)
                     result.summary["ledger"] = {"url": getattr(ledger, "url", None), "dataset": name,
                                                 "version": result.version, "reused_version": bool(rec.reused_version)}
                     staged = _stage(result, out_path, title, steps) if out_path is not None else None
@@ -899,6 +906,15 @@ def run_audit(
                 raise
             result.outputs = _publish(staged, out_path)
     return result
+
+
+def _name_features(result: "AuditResult", ds: Dataset, names: Optional[Sequence[str]]) -> None:
+    """Record a table's feature column names in the summary (when they fit its columns)."""
+    if names is None or ds.is_image or "text" in ds.meta.columns:
+        return
+    names = [str(n) for n in names]
+    if len(names) == ds.n_features:
+        result.summary["feature_names"] = names
 
 
 def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, feature_mode: str,

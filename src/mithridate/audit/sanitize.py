@@ -262,7 +262,7 @@ def sanitize(
     ds_name = name or (inp.path.name if inp.path is not None else ds.name)
     if audit is None:
         audit = run_audit(ds, name=ds_name, policy=policy, model=model, layer=layer, features=feature_mode,
-                          random_state=random_state, progress=progress)
+                          random_state=random_state, progress=progress, feature_names=inp.options.get("features"))
     else:
         if not isinstance(audit, AuditResult):
             raise ConfigError(f"audit must be an AuditResult, got {type(audit).__name__}")

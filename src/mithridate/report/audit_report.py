@@ -222,7 +222,8 @@ def _top_samples(result: Any, n: int) -> dict:
                                      is_poison=flags, n=n, title=f"top {len(order)} by ensemble score (red border: flagged)")
     member_cols = [c[: -len("_score")] for c in f.columns if c.endswith("_score") and c != "ensemble_score"]
     return {"rows": rows, "grid": _b64(grid), "is_image": bool(ds.is_image), "has_text": bool(has_text),
-            "feature_columns": [f"x{j}" for j in range(n_feat)],
+            "feature_columns": (list(result.summary.get("feature_names") or [])[:n_feat]
+                                or [f"x{j}" for j in range(n_feat)]),
             "more_features": 0 if ds.is_image or is_text else int(ds.n_features - n_feat), "members": member_cols}
 
 
