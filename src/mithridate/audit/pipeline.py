@@ -376,14 +376,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
             raise DataError(f"{p} has no numeric feature columns besides {sorted(reserved)}; encode them as numbers "
                             "first (or name a text column with text= / --text to audit texts)")
         if skipped:
-            def example(c: str) -> str:
-                vals = df[c].dropna()
-                bad = vals[pd.to_numeric(vals, errors="coerce").isna()]
-                return f"{c!r} (e.g. {str(bad.iloc[0])[:20]!r})" if len(bad) else repr(c)
-
-            shown = ", ".join(example(c) for c in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-            warnings.warn(f"{p}: non-numeric columns are not used as features: {shown}; name the feature columns "
-                          "(features= / --features) to silence this", UserWarning, stacklevel=3)
+            L.warn_skipped_columns(df, skipped, p, stacklevel=3)
     else:
         features = [features] if isinstance(features, str) else [str(f) for f in features]
         if not features:

@@ -1196,10 +1196,8 @@ def _table_dataset(
     for col in features:
         dtype = df[col].dtype
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
-            vals = df[col].dropna()
-            bad = vals[pd.to_numeric(vals, errors="coerce").isna()]  # the values that are not numbers
-            bad = bad if len(bad) else vals
-            example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
+            bad = _first_non_number(df[col])
+            example = f" (e.g. {bad!r})" if bad is not None else ""
             raise DataError(
                 f"feature column {col!r} in {p} is not numeric{example}; encode it as numbers "
                 "or leave it out of features"
@@ -1264,6 +1262,27 @@ def _table_dataset(
         if task == "regression":
             return Dataset.from_arrays(X, y, ids=ids, meta=meta, name=name, task="regression")
         return Dataset.from_arrays(X, y, ids=ids, classes=classes, meta=meta, name=name, min_classes=min_classes)
+
+
+def _first_non_number(col: pd.Series) -> Optional[str]:
+    """The first value of a column that is not a number (else its first value; None if all missing)."""
+    vals = col.dropna()
+    bad = vals[pd.to_numeric(vals, errors="coerce").isna()]
+    bad = bad if len(bad) else vals
+    return str(bad.iloc[0]) if len(bad) else None
+
+
+def warn_skipped_columns(df: pd.DataFrame, skipped: list, p: Path, stacklevel: int = 2) -> None:
+    """Warn that a table's non-numeric columns are left out of the features, with an example value
+    of each (a '?' for a missing value, '1,001.0' with a thousands separator ...)."""
+    def shown(c: str) -> str:
+        bad = _first_non_number(df[c])
+        return f"{c!r} (e.g. {bad[:20]!r})" if bad is not None else repr(c)
+
+    text = ", ".join(shown(c) for c in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    warnings.warn(f"{p}: non-numeric columns are not used as features: {text}; name the feature columns "
+                  "(features=[...], or --features on the command line) to silence this", UserWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def _warn_spaced_labels(y: np.ndarray, label: str, p: Path) -> None:
@@ -1503,12 +1522,7 @@ def load_table(
                 f"columns: {skipped}; encode them as numbers first"
             )
         if skipped:
-            warnings.warn(
-                f"{p}: non-numeric columns {skipped} are not used as features; name the feature "
-                "columns explicitly (features=[...], or --features on the command line) to silence this",
-                UserWarning,
-                stacklevel=2,
-            )
+            warn_skipped_columns(df, skipped, p, stacklevel=3)
     name = _stem(p)
     common = dict(label=label, features=list(features), id_col=id_col, contributor=contributor, source=source, name=name)
 
