@@ -327,6 +327,26 @@ def diff_versions(old: Optional[SampleData], new: SampleData) -> VersionDiff:
     return _diff_tables(old_t, new_t)
 
 
+def _known_content(new_t: pd.DataFrame, old_t: pd.DataFrame, rest: np.ndarray, status: np.ndarray,
+                   old_id: np.ndarray, old_label: np.ndarray) -> None:
+    """Rule 2 for the new samples in ``rest`` (updated in place): content the old version holds with
+    the same label is a **duplicate**, content it holds only under other labels **relabelled**
+    (``old_id`` / ``old_label``: the first such old sample)."""
+    if not rest.any() or not len(old_t):
+        return
+    idx = np.flatnonzero(rest)
+    keys = new_t.loc[rest, ["content_hash", "label"]]
+    mp = keys.merge(old_t.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "id"]],
+                    on=["content_hash", "label"], how="left", sort=False)
+    mh = keys[["content_hash"]].merge(old_t.drop_duplicates("content_hash")[["content_hash", "label", "id"]],
+                                      on="content_hash", how="left", sort=False)
+    pair_known, hash_known = mp["id"].notna().to_numpy(), mh["id"].notna().to_numpy()
+    for status_name, hit, m in (("duplicate", pair_known, mp), ("relabelled", hash_known & ~pair_known, mh)):
+        status[idx[hit]] = status_name
+        old_id[idx[hit]] = m["id"].to_numpy(dtype=object)[hit]
+        old_label[idx[hit]] = m["label"].to_numpy(dtype=object)[hit]
+
+
 def _row_number_ids(t: pd.DataFrame) -> bool:
     """Are the table's ids its row numbers 0..n-1 (what loaders give data without an id column)?"""
     n = len(t)
@@ -362,20 +382,7 @@ def _diff_by_content(old_t: pd.DataFrame, new_t: pd.DataFrame) -> VersionDiff:
     status[rows], old_id[rows], old_label[rows] = "relabelled", m["id_old"].to_numpy(dtype=object), m["label_old"].to_numpy(dtype=object)
     used[orows] = True
     # more copies of known content than before: duplicate (or relabelled under a label it never had)
-    rest = status == "new"
-    if rest.any() and len(old):
-        idx = np.flatnonzero(rest)
-        keys = new.loc[rest, ["content_hash", "label"]]
-        mp = keys.merge(old.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "id"]],
-                        on=["content_hash", "label"], how="left", sort=False)
-        mh = keys[["content_hash"]].merge(old.drop_duplicates("content_hash")[["content_hash", "label", "id"]],
-                                          on="content_hash", how="left", sort=False)
-        pk, hk = mp["id"].notna().to_numpy(), mh["id"].notna().to_numpy()
-        status[idx[pk]] = "duplicate"
-        old_id[idx[pk]], old_label[idx[pk]] = mp["id"].to_numpy(dtype=object)[pk], mp["label"].to_numpy(dtype=object)[pk]
-        rl = hk & ~pk
-        status[idx[rl]] = "relabelled"
-        old_id[idx[rl]], old_label[idx[rl]] = mh["id"].to_numpy(dtype=object)[rl], mh["label"].to_numpy(dtype=object)[rl]
+    _known_content(new, old, status == "new", status, old_id, old_label)
     table = pd.DataFrame({"id": new["id"].to_numpy(dtype=object), "status": status,
                           "label": new["label"].to_numpy(dtype=object),
                           "content_hash": new["content_hash"].to_numpy(dtype=object),
@@ -409,23 +416,7 @@ def _diff_tables(old_t: Optional[pd.DataFrame], new_t: pd.DataFrame) -> VersionD
     status[same_hash & ~same_label] = "relabelled"
 
     # 2. no id match: look the content (and the content + label) up in the old version
-    rest = ~same_id
-    if rest.any() and len(old_t):
-        first_pair = old_t.drop_duplicates(["content_hash", "label"])[["content_hash", "label", "id"]]
-        first_hash = old_t.drop_duplicates("content_hash")[["content_hash", "label", "id"]]
-        keys = new_t[["content_hash", "label"]]
-        mp = keys.merge(first_pair, on=["content_hash", "label"], how="left", sort=False)
-        mh = keys[["content_hash"]].merge(first_hash, on="content_hash", how="left", sort=False)
-        pair_known = mp["id"].notna().to_numpy()
-        hash_known = mh["id"].notna().to_numpy()
-        dup = rest & pair_known
-        relab = rest & hash_known & ~pair_known
-        status[dup] = "duplicate"
-        old_id[dup] = mp["id"].to_numpy(dtype=object)[dup]
-        old_label[dup] = mp["label"].to_numpy(dtype=object)[dup]
-        status[relab] = "relabelled"
-        old_id[relab] = mh["id"].to_numpy(dtype=object)[relab]
-        old_label[relab] = mh["label"].to_numpy(dtype=object)[relab]
+    _known_content(new_t, old_t, ~same_id, status, old_id, old_label)
 
     table = pd.DataFrame(
         {
