@@ -20,6 +20,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mithridate import __version__
 from mithridate.errors import ConfigError, MithridateError
@@ -775,15 +776,15 @@ def detect(
         _print_json(doc)
         return
     out.print(f"{det.name} on {train_set.name} ({len(train_set)} samples, layer {layer!r}): flagged {int(flags.sum())} "
-              f"in {seconds:.2f} s")
+              f"in {seconds:.2f} s", markup=False, highlight=False)
     top = ", ".join(f"{k}: {v}" for k, v in sorted(doc["flagged_per_class"].items(), key=lambda kv: -kv[1])[:5] if v)
-    out.print(f"  most flagged classes: {top or 'none'}")
+    out.print(f"  most flagged classes: {top or 'none'}", markup=False, highlight=False)
     if "metrics" in doc:
         m = doc["metrics"]
         out.print(f"  against ground truth: AUROC {_fmt(m['auroc'])}, AP {_fmt(m['average_precision'])}, "
                   f"TPR@5%FPR {_fmt(m['tpr_at_5pct_fpr'])}, precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])}")
     if scores_out is not None:
-        out.print(f"  scores written to {scores_out}")
+        out.print(f"  scores written to {scores_out}", markup=False, highlight=False)
 
 
 # audit / sanitize -----------------------------------------------------------------------------
@@ -846,11 +847,12 @@ def audit(
     if as_json:
         _print_json(res.summary)
     else:
-        t = Table(title=f"Audit of {ds_name}: {res.verdict.upper()}")
-        for col in ("check", "value", "limit", "passed", "detail"):
+        t = Table(title=Text(f"Audit of {ds_name}: {res.verdict.upper()}"))
+        t.add_column("check", no_wrap=True)
+        for col in ("value", "limit", "passed", "detail"):
             t.add_column(col)
-        for r in res.policy_results:
-            t.add_row(r.name, _fmt(r.value), _fmt(r.limit), "yes" if r.passed else "NO", r.message)
+        for r in res.policy_results:  # messages quote classes and contributors: data, not markup
+            t.add_row(r.name, _fmt(r.value), _fmt(r.limit), "yes" if r.passed else "NO", Text(r.message))
         out.print(t)
         n_flag = int(res.findings["flagged"].sum())
         out.print(f"{n_flag} of {len(res.findings)} samples flagged. Outputs in {out_dir}: report.html, findings.csv, "
@@ -913,7 +915,7 @@ def _df_out(df, title: str, as_json: bool, columns: Optional[list] = None) -> No
     for c in cols:
         t.add_column(str(c))
     for _, r in df.iterrows():
-        t.add_row(*[_fmt(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols])
+        t.add_row(*[Text(_fmt(r[c]) if isinstance(r[c], float) else str(r[c])) for c in cols])  # data, not markup
     out.print(t)
 
 
