@@ -113,9 +113,28 @@ def test_policy_evaluate_by_hand():
     assert not res["reputation"].passed and res["reputation"].subject == "y"  # z has too few samples
     assert res["relabelled_share"].passed and res["relabelled_share"].value == pytest.approx(1 / 160)
     assert not res["new_flagged_share"].passed and res["new_flagged_share"].value == pytest.approx(0.3)
-    off = Policy(max_contributor_flagged_share=None, reputation=False, max_new_flagged_share=None)
+    assert res["contributor_concentration"].passed and res["contributor_concentration"].value is None  # not in summary
+    off = Policy(max_contributor_flagged_share=None, reputation=False, max_new_flagged_share=None,
+                 max_concentration_p=None)
     assert all(r.passed for r in off.evaluate(summary))
     assert {r.name for r in off.evaluate(summary)} == {"flagged_share", "class_flagged_share", "relabelled_share"}
+
+
+def test_policy_concentration_check_by_hand():
+    conc = {"p_value": 0.004, "statistic": 5.1, "top_k": 20, "n_permutations": 999, "reason": None,
+            "contributors": [{"contributor": "mallory", "n": 40, "top": 9, "expected": 2.1, "deviance": 13.0},
+                             {"contributor": "x", "n": 50, "top": 4, "expected": 2.6, "deviance": 0.6}]}
+    pol = Policy.default()
+    fail = pol._concentration(conc)
+    assert not fail.passed and fail.value == pytest.approx(0.004) and fail.limit == 0.01
+    assert fail.subject == "mallory" and "'mallory' 9 (expected 2.1)" in fail.message and "20 most" in fail.message
+    assert pol._concentration({**conc, "p_value": 0.2}).passed
+    assert Policy(max_concentration_p=0.001)._concentration(conc).passed
+    skipped = pol._concentration({"p_value": None, "reason": "fewer than two contributors"})
+    assert skipped.passed and skipped.value is None and "fewer than two contributors" in skipped.message
+    assert Policy.from_dict({"contributors": {"concentration_p": None}}).max_concentration_p is None
+    with pytest.raises(ConfigError, match="contributors.concentration_p"):
+        Policy.from_dict({"contributors": {"concentration_p": 2}})
 
 
 # -- the audit ------------------------------------------------------------------------------------
@@ -124,6 +143,8 @@ def test_clean_data_pass(clean_result):
     assert r.verdict == "pass" and r.exit_code == 0 and not r.failed
     assert r.summary["n_samples"] == 569 and r.summary["n_contributors"] == 10
     assert not r.reputation["above_population"].any()
+    conc = r.summary["concentration"]
+    assert conc["p_value"] > 0.01 and conc["n_samples"] == 569 and conc["top_k"] in conc["levels"]
     json.dumps(r.summary, allow_nan=False)  # JSON-safe
 
 
@@ -131,7 +152,8 @@ def test_flips_in_two_contributors_fail_and_rank_top(poisoned_result):
     r = poisoned_result
     assert r.verdict == "fail" and r.exit_code == 1
     failed = {x.name for x in r.failed}
-    assert {"contributor_flagged", "reputation"} <= failed
+    assert {"contributor_flagged", "reputation", "contributor_concentration"} <= failed
+    assert {c["contributor"] for c in r.summary["concentration"]["contributors"][:2]} == set(BAD)
     assert set(r.reputation["contributor"].head(2)) == set(BAD)
     honest = r.reputation[~r.reputation["contributor"].isin(BAD)]
     assert not honest["above_population"].any()

@@ -94,6 +94,26 @@ def test_hostile_strings_are_escaped(hostile_report):
     assert XSS_SCRIPT in {c["contributor"] for c in summary["contributors"]}
 
 
+def test_concentration_paragraph_names_contributors_escaped(hostile_report):
+    import copy
+
+    result, _ = hostile_report
+    assert 'id="concentration"' in render_audit_report(result)
+    fake = copy.copy(result)
+    fake.summary = {**result.summary, "concentration": {
+        "p_value": 0.002, "statistic": 4.0, "top_k": 24, "n_permutations": 999, "levels": [24], "reason": None,
+        "contributors": [{"contributor": XSS_SCRIPT, "n": 60, "top": 11, "expected": 6.0, "deviance": 3.1}]}}
+    html = render_audit_report(fake)
+    _assert_inert(html)
+    from markupsafe import escape
+
+    para = html[html.index('id="concentration"'):]
+    para = para[:para.index("</p>")]
+    assert f"{escape(XSS_SCRIPT)} sent 11 (expected 6.0" in para and "0.002" in para and "concentrated" in para
+    fake.summary = {**result.summary, "concentration": {"p_value": None, "reason": "fewer than two contributors"}}
+    assert "Not tested: fewer than two contributors" in render_audit_report(fake)
+
+
 def test_report_order_and_sections(hostile_report):
     result, path = hostile_report
     html = path.read_text(encoding="utf-8")

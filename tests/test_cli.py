@@ -283,6 +283,29 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     assert code == 2 and "nope" in err and not (workdir / "a3").exists()
 
 
+def test_audit_tables_print_data_strings_as_text_not_markup(workdir, capsys, monkeypatch):
+    """Contributor names like '[/bold]v3' are data: the policy table and `ledger contributors`
+    print them as they are (rich markup in a cell used to raise MarkupError)."""
+    from sklearn.datasets import load_breast_cancer
+
+    df = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "y"})
+    names = ["[/bold]v3", "[red]v7"] + [f"v{i}" for i in range(8)]
+    df["vendor"] = [names[i % 10] for i in range(len(df))]
+    m = df["vendor"].isin(names[:2])
+    df.loc[m, "y"] = 1 - df.loc[m, "y"]
+    data = workdir / "markup.csv"
+    df.to_csv(data, index=False)
+    ledger = workdir / "ledger.sqlite"
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, err = run(["audit", data, "--label", "y", "--contributor", "vendor", "--name", "m", "--ledger", ledger,
+                          "--out", workdir / "m1"], capsys, monkeypatch)
+    assert code == 1, err
+    assert "contributor_concentration" in out and "'[/bold]v3'" in out and "'[red]v7'" in out
+    code, out, err = run(["ledger", "contributors", "m", "--ledger", ledger], capsys, monkeypatch)
+    assert code == 0, err
+    assert "[/bold]v3" in out and "[red]v7" in out
+
+
 def test_usage_errors_from_the_console_entry_point_are_one_line_exit_2(tmp_path):
     """Through main() (what the `mithridate` script runs), not typer's test runner: an unknown option
     is a click usage error; typer >= 0.20 vendors click, so main() must not import click itself."""

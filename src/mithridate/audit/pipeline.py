@@ -994,6 +994,13 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             })
         classes = _group_shares(labels, flags, "label")
         subpops = _subpopulations(ens, member_flags, flags, ds)
+        concentration = None
+        if has_contrib and pol.max_concentration_p is not None:
+            from mithridate.audit.concentration import concentration_test
+
+            concentration = concentration_test(
+                findings["ensemble_score"].to_numpy(), contributors, labels, n_flagged=int(flags.sum()),
+                min_samples=max(pol.min_contributor_samples, 1), random_state=rng).to_dict()
         diff_summary = None
         if diff is not None:
             d = diff.to_dict(max_ids=DIFF_IDS)
@@ -1024,6 +1031,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             "n_without_contributor": int(sum(c is None for c in contributors)),
             "population_rate": float(rep["population_rate"].iloc[0]) if len(rep) else None,
             "prior": rep.attrs.get("prior"),
+            "concentration": concentration,
             "credible_level": pol.credible_level,
             "diff": diff_summary,
             "roni": None if roni_table is None else roni_table.to_dict(orient="records"),

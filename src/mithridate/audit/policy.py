@@ -16,25 +16,28 @@ long before it moves the overall share.
 
 Checks (each one disabled by setting its limit to ``null`` / ``None``):
 
-=========================  =================================================================
-name                       fails when
-=========================  =================================================================
-``flagged_share``          flagged samples / all samples > ``max_flagged_share``
-``class_flagged_share``    in a class with >= ``min_class_size`` samples, flagged share >
-                           ``max_class_flagged_share``
-``contributor_flagged``    for a contributor with >= ``min_contributor_samples`` samples in
-                           this version, flagged share > ``max_contributor_flagged_share``
-``reputation``             a contributor with >= ``reputation_min_samples`` judged samples and
-                           samples in this version has its whole credible interval (level
-                           ``credible_level``) above the population flag rate
-``relabelled_share``       relabelled samples / samples of the previous version >
-                           ``max_relabelled_share`` (needs a previous version: a ledger)
-``new_flagged_share``      flagged new samples / new samples > ``max_new_flagged_share``, when
-                           at least ``min_new_samples`` samples are new (needs a previous
-                           version)
-``roni``                   with ``roni: true``, a contributor whose batch significantly hurts a
-                           validation set (leave-contributor-out RONI)
-=========================  =================================================================
+===============================  =================================================================
+name                             fails when
+===============================  =================================================================
+``flagged_share``                flagged samples / all samples > ``max_flagged_share``
+``class_flagged_share``          in a class with >= ``min_class_size`` samples, flagged share >
+                                 ``max_class_flagged_share``
+``contributor_flagged``          for a contributor with >= ``min_contributor_samples`` samples in
+                                 this version, flagged share > ``max_contributor_flagged_share``
+``reputation``                   a contributor with >= ``reputation_min_samples`` judged samples and
+                                 samples in this version has its whole credible interval (level
+                                 ``credible_level``) above the population flag rate
+``contributor_concentration``    the samples ranked most suspicious come from a few contributors:
+                                 the within-class permutation p-value of their excess over chance
+                                 <= ``max_concentration_p``
+``relabelled_share``             relabelled samples / samples of the previous version >
+                                 ``max_relabelled_share`` (needs a previous version: a ledger)
+``new_flagged_share``            flagged new samples / new samples > ``max_new_flagged_share``, when
+                                 at least ``min_new_samples`` samples are new (needs a previous
+                                 version)
+``roni``                         with ``roni: true``, a contributor whose batch significantly hurts a
+                                 validation set (leave-contributor-out RONI)
+===============================  =================================================================
 
 YAML format (every key optional; unknown keys are refused, so typos cannot silently disable a
 check)::
@@ -53,6 +56,7 @@ check)::
       reputation: true             # credible interval entirely above the population rate
       reputation_min_samples: 10
       credible_level: 0.99
+      concentration_p: 0.01        # top-ranked samples concentrated in few contributors (permutation test)
     changes:                       # against the last audited version (needs a ledger)
       max_relabelled_share: 0.01
       max_new_flagged_share: 0.25
@@ -90,12 +94,12 @@ SECTIONS: dict = {
                 "min_class_size": "min_class_size"},
     "contributors": {"max_share": "max_contributor_flagged_share", "min_samples": "min_contributor_samples",
                      "reputation": "reputation", "reputation_min_samples": "reputation_min_samples",
-                     "credible_level": "credible_level"},
+                     "credible_level": "credible_level", "concentration_p": "max_concentration_p"},
     "changes": {"max_relabelled_share": "max_relabelled_share", "max_new_flagged_share": "max_new_flagged_share",
                 "min_new_samples": "min_new_samples"},
 }
 _SHARES = ("max_flagged_share", "max_class_flagged_share", "max_contributor_flagged_share",
-           "max_relabelled_share", "max_new_flagged_share")
+           "max_relabelled_share", "max_new_flagged_share", "max_concentration_p")
 _COUNTS = ("min_class_size", "min_contributor_samples", "reputation_min_samples", "min_new_samples")
 _BOOLS = ("roni", "reputation")
 
@@ -166,6 +170,13 @@ class Policy:
     credible_level : float, default=0.99
         Level of the credible intervals (0.99: with ten contributors tested every audit, a 95%
         interval would raise false alarms on clean data too often).
+    max_concentration_p : float or None, default=0.01
+        Fail when the most suspicious samples come from a few contributors more than chance
+        explains: the permutation p-value of
+        :func:`~mithridate.audit.concentration.concentration_test` (contributors exchanged within
+        classes) is at most this. It reads the ensemble's ranking, not its flags, so it also
+        catches poisons ranked high but left unflagged; on data whose contributors are assigned
+        at random it fails in at most this share of audits.
     max_relabelled_share : float or None, default=0.01
         Largest share of relabelled samples (same content, another label) relative to the
         previous version's size.
@@ -199,6 +210,7 @@ class Policy:
     reputation: bool = True
     reputation_min_samples: int = 10
     credible_level: float = 0.99
+    max_concentration_p: Optional[float] = 0.01
     max_relabelled_share: Optional[float] = 0.01
     max_new_flagged_share: Optional[float] = 0.25
     min_new_samples: int = 50
@@ -365,6 +377,8 @@ class Policy:
                 self.min_contributor_samples, "contributor"))
         if self.reputation:
             out.append(self._reputation(contributors, summary))
+        if self.max_concentration_p is not None:
+            out.append(self._concentration(summary.get("concentration")))
         diff = summary.get("diff")
         counts = (diff or {}).get("counts") if isinstance(diff, Mapping) else None
         has_prev = bool(counts) and (diff.get("base_version") is not None or int(counts.get("n_old", 0)) > 0)
@@ -435,6 +449,29 @@ class Policy:
             f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}): {names}; "
             f"worst {str(w['contributor'])!r} {lvl} interval [{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]",
             subject=str(w["contributor"]))
+
+    def _concentration(self, conc: Any) -> PolicyResult:
+        limit = self.max_concentration_p
+        name = "contributor_concentration"
+        if not isinstance(conc, Mapping):
+            return PolicyResult(name, True, None, limit, "no contributor information")
+        p = conc.get("p_value")
+        if p is None:
+            return PolicyResult(name, True, None, limit, f"not tested: {conc.get('reason') or 'no result'}")
+        p = float(p)
+        k = conc.get("top_k")
+        named = [c for c in conc.get("contributors") or [] if isinstance(c, Mapping)]
+        p_txt = f"p = {p:.3g}, {int(conc.get('n_permutations') or 0)} permutations"
+        if p > limit:
+            return PolicyResult(name, True, p, limit,
+                                f"the {k} most suspicious samples are spread over contributors as chance allows "
+                                f"({p_txt}; limit {limit:g})")
+        parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in named[:3]]
+        more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+        return PolicyResult(name, False, p, limit,
+                            f"the {k} most suspicious samples come from few contributors more than chance explains "
+                            f"({p_txt}; limit {limit:g}): {', '.join(parts)}{more}",
+                            subject=str(named[0]["contributor"]) if named else None)
 
     @staticmethod
     def _roni(rows: Any) -> PolicyResult:

@@ -271,10 +271,26 @@ def _contributors(result: Any) -> Optional[dict]:
     rate_now = {k: v["share"] for k, v in current.items()}
     trend_png = trend_plot(trends, rate_now, version, names=[str(c) for c in rep["contributor"].head(8)])
     return {"rows": rows, "more": max(0, len(rep) - N_CONTRIBUTORS), "total": len(rep),
+            "concentration": _concentration(s.get("concentration"), s.get("policy") or {}),
             "population_rate": _pct(s.get("population_rate")), "level": f"{100 * s.get('credible_level', 0.95):.0f}%",
             "prior": s.get("prior") or {}, "plot": _b64(reputation_plot(rep)), "trend_plot": _b64(trend_png),
             "has_history": result.history is not None and len(result.history) > 0,
             "n_without": int(s.get("n_without_contributor") or 0)}
+
+
+def _concentration(conc: Any, policy: dict) -> Optional[dict]:
+    """The permutation test of whether the top-ranked samples come from few contributors."""
+    if not isinstance(conc, dict):
+        return None
+    if conc.get("p_value") is None:
+        return {"ran": False, "fails": False, "reason": str(conc.get("reason") or "")}
+    limit = (policy.get("contributors") or {}).get("concentration_p")
+    p = float(conc["p_value"])
+    rows = [{"contributor": str(c["contributor"]), "top": int(c["top"]), "expected": f"{float(c['expected']):.1f}"}
+            for c in (conc.get("contributors") or [])[:5]]
+    return {"ran": True, "p": f"{p:.3g}", "k": int(conc.get("top_k") or 0), "n_perm": int(conc.get("n_permutations") or 0),
+            "limit": None if limit is None else f"{float(limit):g}", "fails": limit is not None and p <= float(limit),
+            "rows": rows}
 
 
 def _diff(result: Any) -> Optional[dict]:

@@ -1,0 +1,112 @@
+"""The contributor-concentration permutation test (mithridate.audit.concentration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mithridate.audit.concentration import concentration_test, excess_deviance, top_levels
+from mithridate.errors import DataError
+
+
+def _contributors(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    return np.array([f"c{i}" for i in rng.integers(0, m, n)], dtype=object)
+
+
+def test_ladder_and_deviance_by_hand():
+    assert top_levels(1000, 37) == [5, 10, 20, 37, 50, 100]
+    assert top_levels(1000, None, fractions=(0.5, 0.6)) == [500]          # at most half the data
+    assert top_levels(40, 3) == [] and top_levels(40, 6) == [6]          # at least min_top (5) samples
+    assert top_levels(8, None) == []
+    o = np.array([[6.0, 1.0, 2.0]])
+    e = np.array([[2.0, 2.0, 2.0]])
+    dev = excess_deviance(o, e)
+    assert dev[0, 0] == pytest.approx(2 * (6 * np.log(3) - 4))
+    assert dev[0, 1] == 0.0 and dev[0, 2] == 0.0                          # deficits and exact counts add nothing
+
+
+def test_expected_counts_are_stratified_by_class():
+    # 'a' sends only class 0 and class 0 fills the top 5%: without stratification 'a' would hold
+    # ~3x its share of the top set; within class 0 it holds exactly its share
+    rng = np.random.default_rng(1)
+    n = 2000
+    labels = np.repeat([0, 1, 2, 3], n // 4)
+    who = np.where(labels == 0, np.where(rng.random(n) < 0.3, "a", "b"), rng.choice(["b", "c", "d"], n)).astype(object)
+    scores = rng.normal(size=n) + 3.0 * (labels == 0)
+    r = concentration_test(scores, who, labels, random_state=0)
+    assert r.p_value > 0.05
+    top = np.argsort(-scores)[: r.top_k]
+    n_a, n_class0 = int(np.sum(who == "a")), int(np.sum(labels == 0))
+    expected_a = np.sum(labels[top] == 0) * n_a / n_class0
+    named = {c["contributor"]: c for c in r.contributors}
+    if "a" in named:
+        assert named["a"]["expected"] == pytest.approx(expected_a)
+        assert named["a"]["top"] == int(np.sum(who[top] == "a"))
+
+
+def test_planted_concentration_is_found_and_named():
+    rng = np.random.default_rng(2)
+    n = 1200
+    who = _contributors(n, 10, rng)
+    labels = rng.integers(0, 3, n)
+    scores = rng.normal(size=n)
+    bad = np.flatnonzero(np.isin(who, ["c3", "c7"]))[:24]                 # 2% of the data, two contributors
+    scores[bad] += 3.5
+    r = concentration_test(scores, who, labels, n_flagged=60, random_state=0)
+    assert r.p_value <= 0.01 and r.p_value >= 1 / 1000
+    assert {c["contributor"] for c in r.contributors[:2]} == {"c3", "c7"}
+    first = r.contributors[0]
+    top = np.argsort(-scores)[: r.top_k]
+    assert first["top"] == int(np.sum(who[top] == first["contributor"]))
+    assert first["top"] > first["expected"] and first["n"] == int(np.sum(who == first["contributor"]))
+    assert r.levels == top_levels(n, 60) and r.top_k in r.levels and r.n_permutations == 999
+
+
+def test_false_alarm_rate_on_random_assignments_is_the_level():
+    # under the null (contributors assigned at random) p-values are uniform: at 0.1, about 10% of
+    # 200 data sets fail; a test that never fails or always fails is wrong
+    rng = np.random.default_rng(3)
+    p = []
+    for _ in range(200):
+        n = 300
+        scores = rng.standard_t(3, size=n)
+        p.append(concentration_test(scores, _contributors(n, 6, rng), rng.integers(0, 3, n), n_flagged=20,
+                                    n_permutations=99, random_state=rng).p_value)
+    p = np.asarray(p)
+    assert 0.04 <= np.mean(p <= 0.1) <= 0.17
+    assert 0.38 <= np.mean(p <= 0.5) <= 0.62
+
+
+def test_unknown_and_small_contributors():
+    rng = np.random.default_rng(4)
+    n = 600
+    who = _contributors(n, 5, rng)
+    scores = rng.normal(size=n)
+    tiny = np.argsort(-scores)[:4]
+    who[tiny] = "tiny"                                                    # 4 samples, all at the top
+    who[np.argsort(-scores)[4:10]] = None                                 # unknown: left out
+    r = concentration_test(scores, who, np.zeros(n, int), random_state=0)
+    assert r.n_samples == n - 6
+    assert "tiny" not in {c["contributor"] for c in r.contributors}      # pooled, never named
+    one = concentration_test(scores, np.array(["x"] * n, dtype=object), np.zeros(n), random_state=0)
+    assert one.p_value is None and "two contributors" in one.reason
+    few = concentration_test(scores[:6], who[:6], np.zeros(6), min_samples=1, random_state=0)
+    assert few.p_value is None and few.reason
+
+
+def test_same_seed_same_result_and_bad_input():
+    rng = np.random.default_rng(5)
+    n = 400
+    who, y, s = _contributors(n, 4, rng), rng.integers(0, 2, n), rng.normal(size=n)
+    a = concentration_test(s, who, y, random_state=7).to_dict()
+    b = concentration_test(s, who, y, random_state=7).to_dict()
+    assert a == b
+    s_nan = s.copy()
+    s_nan[:10] = np.nan                                                   # NaN ranks last, no crash
+    assert concentration_test(s_nan, who, y, random_state=0).p_value is not None
+    with pytest.raises(DataError, match="lengths differ"):
+        concentration_test(s, who[:-1], y)
+    with pytest.raises(DataError, match="one-dimensional"):
+        concentration_test(s.reshape(2, -1), who, y)
+    with pytest.raises(DataError, match="n_permutations"):
+        concentration_test(s, who, y, n_permutations=0)
