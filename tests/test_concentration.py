@@ -94,6 +94,17 @@ def test_unknown_and_small_contributors():
     assert few.p_value is None and few.reason
 
 
+def test_tied_scores_do_not_favour_the_first_rows():
+    # rows grouped by contributor (as files often are) and most scores tied: the top set cut inside
+    # the tie must not be the first contributor's rows
+    n = 1000
+    who = np.repeat([f"c{i}" for i in range(10)], n // 10).astype(object)
+    scores = np.zeros(n)
+    scores[np.random.default_rng(6).choice(n, 20, replace=False)] = 1.0   # 2% untied, spread at random
+    r = concentration_test(scores, who, np.zeros(n, int), random_state=0)
+    assert r.p_value > 0.05
+
+
 def test_same_seed_same_result_and_bad_input():
     rng = np.random.default_rng(5)
     n = 400

@@ -226,7 +226,9 @@ def concentration_test(
         n_perm = max(_MIN_PERMUTATIONS, int(_WORK_BUDGET / (len(levels) * m)))
 
     key = np.where(np.isfinite(s), s, -np.inf)
-    order = np.argsort(-key, kind="stable")
+    # ties are broken at random, not by row order: files are often grouped by contributor, and a
+    # top set cut inside a block of tied scores must not pick the first contributor's rows
+    order = np.lexsort((rng.random(n), -key))
     _, ccode = np.unique(lab.astype(str), return_inverse=True)
     n_cls = int(ccode.max()) + 1
     kmax = levels[-1]
