@@ -526,6 +526,13 @@ def test_sanitize_refuses_the_input_and_existing_outputs(tmp_path):
     res = sanitize(p, out, label="diagnosis", overwrite=True, progress=False)
     assert len(pd.read_csv(out)) == res.n_kept
     assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(".")) == []
+    # a second output with the same stem wants the same default manifest: the error says how to
+    # write it elsewhere, and manifest= does
+    with pytest.raises(ConfigError, match=r"default manifest name for the output o\.csv\.gz.*manifest=PATH"):
+        sanitize(p, tmp_path / "o.csv.gz", label="diagnosis", progress=False)
+    assert not (tmp_path / "o.csv.gz").exists()
+    res2 = sanitize(p, tmp_path / "o.csv.gz", label="diagnosis", manifest=tmp_path / "o.gz.removed.csv", progress=False)
+    assert res2.manifest_json == tmp_path / "o.gz.manifest.json" and res2.manifest_json.exists()
 
 
 def test_sanitize_npz_and_parquet(tmp_path):

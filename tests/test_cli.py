@@ -276,6 +276,12 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     doc = json.loads(out)
     kept = pd.read_csv(cleaned)
     assert list(kept.columns) == list(flipped.columns) and len(kept) == doc["n_kept"] == len(flipped) - doc["n_removed"]
+    code, _, err = run(["sanitize", bad, "--label", "y", "--out", workdir / "cleaned.csv.gz"], capsys, monkeypatch)
+    assert code == 2 and "--manifest PATH" in err and "--overwrite" in err
+    code, out, err = run(["sanitize", bad, "--label", "y", "--out", workdir / "cleaned.csv.gz", "--manifest",
+                          workdir / "gz.removed.csv", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["removed_csv"] == str(workdir / "gz.removed.csv")
     # refuses to overwrite its input, and a missing label column is a usage error (exit 2)
     code, _, err = run(["sanitize", bad, "--label", "y", "--out", bad], capsys, monkeypatch)
     assert code == 2 and err.startswith("error:")

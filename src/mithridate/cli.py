@@ -877,6 +877,7 @@ def sanitize(
     budget: Optional[float] = typer.Option(None, "--budget", help="Remove the top BUDGET share by ensemble score instead of the flags."),
     drop_contributors: bool = typer.Option(False, "--drop-contributors", help="Also remove every sample of contributors the policy fails."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="The CSV of removed samples (default: OUT's name ending in .removed.csv; the JSON manifest goes beside it)."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` (default: train one)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
@@ -894,7 +895,7 @@ def sanitize(
                        contributor=contributor, source=source, text_col=text_col, image_col=image_col,
                        size=_parse_size(size), policy=pol, model=model,
                        budget=budget, drop_contributors=drop_contributors, overwrite=overwrite, random_state=seed,
-                       progress=not as_json)
+                       progress=not as_json, manifest=manifest)
     doc = {"input": str(data), "output": str(res.output), "removed_csv": str(res.manifest),
            "manifest": str(res.manifest_json), "n_input": res.n_input, "n_removed": res.n_removed, "n_kept": res.n_kept}
     if as_json:
@@ -1028,7 +1029,8 @@ def _cli_warning(message, category, filename, lineno, line=None) -> str:
 #: Library messages name Python keywords; on the command line they are these options.
 _CLI_WORDS = ((r"\bsize=\(H, W\)", "--size HxW"), (r"\boverwrite=True", "--overwrite"),
               (r"\blabel=<", "--label <"), (r"\bbudget=", "--budget "), (r"\bid_col=", "--id-col"),
-              (r"\btext=(?= |$)", "--text"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"))
+              (r"\btext=(?= |$)", "--text"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"),
+              (r"\bmanifest=PATH", "--manifest PATH"))
 
 
 def _cli_words(message: str) -> str:

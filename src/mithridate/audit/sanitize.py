@@ -115,7 +115,7 @@ def _same_or_inside(a: Path, b: Path) -> bool:
 
 
 def _check_paths(inp: Optional[Path], out: Path, manifest: Path, manifest_json: Path, *, is_dir_input: bool,
-                 overwrite: bool) -> None:
+                 overwrite: bool, default_manifest: bool = False) -> None:
     for what, p in (("output", out), ("manifest", manifest), ("manifest", manifest_json)):
         if inp is not None:
             if _same_or_inside(p, inp) if is_dir_input else p.resolve() == inp.resolve():
@@ -124,6 +124,10 @@ def _check_paths(inp: Optional[Path], out: Path, manifest: Path, manifest_json: 
             if is_dir_input and _same_or_inside(inp, p):
                 raise ConfigError(f"refusing to write the {what} {p}: it contains the input {inp}")
         if p.exists() and not overwrite:
+            if what == "manifest" and default_manifest:  # e.g. bc.clean.tsv after bc.clean.parquet
+                raise ConfigError(f"{p} already exists (the default manifest name for the output {out.name}; another "
+                                  f"output named {out.name.split('.')[0]}.* may have written it): pass manifest=PATH to "
+                                  "write this one elsewhere, or overwrite=True to replace it")
             raise ConfigError(f"{p} already exists; choose another path or pass overwrite=True to replace it")
     if len({out.resolve(), manifest.resolve(), manifest_json.resolve()}) < 3:
         raise ConfigError(f"the output and the manifest files must be different paths (got {out}, {manifest})")
@@ -256,7 +260,8 @@ def sanitize(
         man_json = man_csv.with_name(man_csv.name[: -len(".removed.csv")] + ".manifest.json")
     else:
         man_json = man_csv.with_suffix(".json")
-    _check_paths(inp.path, out_p, man_csv, man_json, is_dir_input=inp.kind == "images", overwrite=overwrite)
+    _check_paths(inp.path, out_p, man_csv, man_json, is_dir_input=inp.kind == "images", overwrite=overwrite,
+                 default_manifest=manifest is None)
 
     # detection
     ds_name = name or (inp.path.name if inp.path is not None else ds.name)
