@@ -354,3 +354,15 @@ def test_errors_name_the_command_line_options(tmp_path, capsys, monkeypatch):
     pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
     code, _, err = run(["audit", path, "--no-ledger", "--out", tmp_path / "o"], capsys, monkeypatch)
     assert code == 2 and "--label <" in err and "label=" not in err
+
+
+def test_library_error_words_become_cli_options():
+    from mithridate.cli import _cli_words
+
+    assert _cli_words("name the label key with label=<key name>") == "name the label key with --label <key name>"
+    assert _cli_words("name the text key with text=<key name>") == "name the text key with --text <key name>"
+    assert _cli_words("pass overwrite=True to replace it") == "pass --overwrite to replace it"
+    assert _cli_words("pass manifest=PATH to write it elsewhere") == "pass --manifest PATH to write it elsewhere"
+    assert _cli_words("give size=(H, W)") == "give --size HxW"
+    assert _cli_words("the id_col= / --id-col option") == "the --id-col option"
+    assert _cli_words("a label= value; the context= key") == "a label= value; the context= key"  # left alone

@@ -393,7 +393,7 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ConfigError, match="same key"):
         load_jsonl(p, text="label", label="label")
     # the text named "label" leaves no usual key for the label: the error says how to name one
-    with pytest.raises(DataError, match="none of the usual label keys .*--label"):
+    with pytest.raises(DataError, match="none of the usual label keys .*label=<key name>"):
         load_jsonl(p, text="label")
     with pytest.raises(ConfigError, match="id_col"):
         load_jsonl(p, id_col=3)
@@ -427,8 +427,12 @@ def test_text_and_label_keys_found_under_usual_names(tmp_path):
                                             for i in range(8)])
     assert load_jsonl(p5, test_size=0.5).train.classes == ("a", "b")
     p4 = write_jsonl(tmp_path / "x.jsonl", [{"tokens": "a b", "label": "a"}, {"tokens": "c d", "label": "b"}])
-    with pytest.raises(DataError, match=r"none of the usual text keys .*\['tokens', 'label'\].*--text"):
+    with pytest.raises(DataError, match=r"none of the usual text keys .*\['tokens', 'label'\].*text=<key name>"):
         load_jsonl(p4)
+    # the only label key holds a list (multi-label data): the error says so instead of "no label key"
+    p6 = write_jsonl(tmp_path / "m.jsonl", [{"text": f"w{i} x", "labels": ["pos", "funny"]} for i in range(4)])
+    with pytest.raises(DataError, match=r"the label key 'labels' holds a list \(\['pos', 'funny'\]\).*multi-label"):
+        load_jsonl(p6)
 
 
 def test_mixed_label_kinds_across_files(tmp_path):

@@ -1029,7 +1029,7 @@ def _cli_warning(message, category, filename, lineno, line=None) -> str:
 #: Library messages name Python keywords; on the command line they are these options.
 _CLI_WORDS = ((r"\bsize=\(H, W\)", "--size HxW"), (r"\boverwrite=True", "--overwrite"),
               (r"\blabel=<", "--label <"), (r"\bbudget=", "--budget "), (r"\bid_col=", "--id-col"),
-              (r"\btext=(?= |$)", "--text"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"),
+              (r"\btext=(?= |$)", "--text"), (r"\btext=<", "--text <"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"),
               (r"\bmanifest=PATH", "--manifest PATH"))
 
 

@@ -378,6 +378,7 @@ def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, 
     by_lower: dict = {}
     for k in obj:
         by_lower.setdefault(k.lower(), k)
+    unusable = []
     for cand in candidates:
         k = by_lower.get(cand)
         if k is None or k in taken:
@@ -387,10 +388,19 @@ def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, 
             isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
         if usable:
             return k
+        unusable.append((k, v))
+    if unusable:  # e.g. a multi-label record: {"labels": ["pos", "funny"]}
+        k, v = unusable[0]
+        shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+        kind = "null" if v is None else type(v).__name__
+        want = "one string" if want_string else "one string or integer"
+        extra = " (multi-label records are not supported)" if not want_string and isinstance(v, (list, tuple)) else ""
+        raise DataError(f"{where}: the {role} key {k!r} holds a {kind} ({shown}); each record needs {want} "
+                        f"there{extra}, or name another key with {role}=<key name>")
     keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
     raise DataError(
         f"{where} has none of the usual {role} keys ({', '.join(candidates)}); keys on this line: {keys}; "
-        f"name the {role} key with --{role} ({role}=<key name> in Python)"
+        f"name the {role} key with {role}=<key name>"
     )
 
 
