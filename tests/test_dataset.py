@@ -78,6 +78,13 @@ def test_mixed_label_types_refused_as_list():
         Dataset.from_arrays(np.zeros((3, 2)), [1, "a", 2])
 
 
+def test_integer_labels_with_string_classes_is_a_clear_error():
+    with pytest.raises(DataError, match=r"labels are integers but the classes are not \(\['a', 'b'\]\)"):
+        Dataset.from_arrays(np.zeros((4, 2)), np.array([0, 1, 0, 1]), classes=("a", "b"))
+    ds = Dataset.from_arrays(np.zeros((4, 2)), np.array(["a", "b", "a", "b"]), classes=("a", "b"))
+    assert ds.classes == ("a", "b") and ds.y.tolist() == [0, 1, 0, 1]
+
+
 def test_duplicate_ids_refused():
     with pytest.raises(DataError, match="unique.*'x'"):
         Dataset.from_arrays(np.zeros((4, 2)), [0, 1, 0, 1], ids=["x", "y", "x", "z"])

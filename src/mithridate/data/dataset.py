@@ -77,7 +77,13 @@ def encode_labels(y: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarra
         if classes_arr.dtype.kind != y.dtype.kind and not (
             classes_arr.dtype.kind in "iu" and y.dtype.kind in "iu"
         ):
-            classes_arr = classes_arr.astype(y.dtype)
+            try:
+                classes_arr = classes_arr.astype(y.dtype)
+            except (TypeError, ValueError):  # string classes for integer labels: "a" is no integer
+                shown = [str(c) for c in classes_arr[:5]] + (["..."] if len(classes_arr) > 5 else [])
+                raise DataError(
+                    f"the labels are {'integers' if y.dtype.kind in 'iu' else 'strings'} but the classes are not "
+                    f"({shown}); give labels and classes of one kind (e.g. labels as class names)") from None
     sorter = np.argsort(classes_arr, kind="stable")
     pos = np.searchsorted(classes_arr, y, sorter=sorter)
     pos = np.clip(pos, 0, len(classes_arr) - 1)
