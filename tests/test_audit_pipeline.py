@@ -132,6 +132,8 @@ def test_policy_concentration_check_by_hand():
     assert Policy(max_concentration_p=0.001)._concentration(conc).passed
     skipped = pol._concentration({"p_value": None, "reason": "fewer than two contributors"})
     assert skipped.passed and skipped.value is None and "fewer than two contributors" in skipped.message
+    in_class = pol._concentration({**conc, "top_class": "cat"})
+    assert not in_class.passed and "20 most suspicious samples of class 'cat' come from" in in_class.message
     assert Policy.from_dict({"contributors": {"concentration_p": None}}).max_concentration_p is None
     with pytest.raises(ConfigError, match="contributors.concentration_p"):
         Policy.from_dict({"contributors": {"concentration_p": 2}})

@@ -102,6 +102,7 @@ def test_concentration_paragraph_names_contributors_escaped(hostile_report):
     fake = copy.copy(result)
     fake.summary = {**result.summary, "concentration": {
         "p_value": 0.002, "statistic": 4.0, "top_k": 24, "n_permutations": 999, "levels": [24], "reason": None,
+        "top_class": XSS_IMG, "n_sets": 12,
         "contributors": [{"contributor": XSS_SCRIPT, "n": 60, "top": 11, "expected": 6.0, "deviance": 3.1}]}}
     html = render_audit_report(fake)
     _assert_inert(html)
@@ -110,6 +111,7 @@ def test_concentration_paragraph_names_contributors_escaped(hostile_report):
     para = html[html.index('id="concentration"'):]
     para = para[:para.index("</p>")]
     assert f"{escape(XSS_SCRIPT)} sent 11 (expected 6.0" in para and "0.002" in para and "concentrated" in para
+    assert f"Of the 24 samples of class {escape(XSS_IMG)} ranked most suspicious (the most concentrated of 12" in para
     fake.summary = {**result.summary, "concentration": {"p_value": None, "reason": "fewer than two contributors"}}
     assert "Not tested: fewer than two contributors" in render_audit_report(fake)
 

@@ -56,10 +56,34 @@ def test_planted_concentration_is_found_and_named():
     assert r.p_value <= 0.01 and r.p_value >= 1 / 1000
     assert {c["contributor"] for c in r.contributors[:2]} == {"c3", "c7"}
     first = r.contributors[0]
-    top = np.argsort(-scores)[: r.top_k]
+    if r.top_class is None:
+        top = np.argsort(-scores)[: r.top_k]
+        assert r.top_k in r.levels
+    else:
+        members = np.flatnonzero(labels.astype(str) == r.top_class)
+        top = members[np.argsort(-scores[members])[: r.top_k]]
     assert first["top"] == int(np.sum(who[top] == first["contributor"]))
     assert first["top"] > first["expected"] and first["n"] == int(np.sum(who == first["contributor"]))
-    assert r.levels == top_levels(n, 60) and r.top_k in r.levels and r.n_permutations == 999
+    assert r.levels == top_levels(n, 60) and r.n_permutations == 999
+    assert r.n_sets == len(r.levels) + 3 * 3                              # three classes of ~400: 2%, 5%, 10% each
+
+
+def test_a_dozen_poisons_in_one_class_are_found_by_the_class_sets():
+    # 12 samples of 'mallory' rank first within class 2 only; over all samples they sit among the
+    # other classes' top-ranked samples (scores are normalised per class, as the ensemble's are)
+    rng = np.random.default_rng(8)
+    n = 3000
+    labels = rng.integers(0, 10, n)
+    who = _contributors(n, 10, rng)
+    scores = rng.standard_t(4, size=n)
+    bad = np.flatnonzero((labels == 2) & np.isin(who, ["c4", "c6"]))[:12]
+    scores[bad] = np.sort(scores[labels == 2])[-1] + rng.uniform(0.0, 0.5, len(bad))  # at the top of class 2 only
+    r = concentration_test(scores, who, labels, random_state=0)
+    assert r.p_value <= 0.01 and r.top_class == "2"
+    assert {c["contributor"] for c in r.contributors[:2]} == {"c4", "c6"}
+    overall = concentration_test(scores, who, labels, class_fractions=(), random_state=0)
+    assert overall.n_sets == len(overall.levels) and overall.top_class is None
+    assert overall.p_value > 0.05                                         # the sets over all samples miss them
 
 
 def test_false_alarm_rate_on_random_assignments_is_the_level():

@@ -8,35 +8,40 @@ contributors who sent the poisons. This test reads the ensemble's **ranking** in
 
 Statistic
 ---------
-Rank the samples by suspicion score (highest first). For a top set of size ``K`` let ``o_i`` be
+Rank the samples by suspicion score (highest first). For a top set ``S`` let ``o_i`` be
 the number of contributor ``i``'s samples in it and ``e_i`` the number expected when contributors
 are assigned at random **within each class** (a contributor who sends mostly one class is compared
 with that class only)::
 
-    e_i(K) = Σ_c  m_c(K) · n_ic / n_c        m_c(K): class-c samples in the top K,
+    e_i(S) = Σ_c  m_c(S) · n_ic / n_c        m_c(S): class-c samples in the set,
                                              n_ic: contributor i's samples of class c
 
 The excess over chance is the one-sided Poisson deviance (the likelihood-ratio statistic of a
 higher rate, summed over the contributors that exceed their expectation)::
 
-    D(K) = Σ_{i: o_i > e_i}  2 · [ o_i · ln(o_i / e_i) − (o_i − e_i) ]
+    D(S) = Σ_{i: o_i > e_i}  2 · [ o_i · ln(o_i / e_i) − (o_i − e_i) ]
 
-computed on a ladder of top sets (0.5%, 1%, 2%, 5% and 10% of the samples, and the number of
-flagged samples; at least ``min_top`` samples, at most half the data), so no poison rate has to be
-known. Each level is standardised by the mean and standard deviation of its permutation
-distribution and the statistic is the largest standardised level, ``T = max_K z(K)``.
+computed on a family of top sets, so that no poison rate or target class has to be known: the top
+0.5%, 1%, 2%, 5% and 10% of all samples and the flagged count, and the top 2%, 5% and 10% of each
+class (a backdoor or targeted flips sit in one class, where a dozen poisons are a tenth of the
+class but a hundredth of the data; at least ``min_top`` samples, at most half the data or
+class). Each set's ``D`` is standardised by the mean and standard deviation of its permutation
+distribution and the statistic is the largest, ``T = max_S z(S)``.
 
 Null distribution and p-value
 -----------------------------
 Under the null hypothesis contributor names are exchangeable within each class, whatever the
 detector, the data or the features: permuting them within classes gives ``T``'s exact null
-distribution (Monte Carlo, ``n_permutations`` draws; the same permutations standardise every level
-and take the maximum, so the ladder needs no multiple-testing correction). Only the labels of the
-samples in the largest top set are ever drawn: a class's top ``m_c`` samples receive a uniformly
-random ordered draw of ``m_c`` of its contributor labels. The p-value is
+distribution (Monte Carlo, ``n_permutations`` draws; the same permutations standardise every set
+and take the maximum, so the family needs no multiple-testing correction). Only the labels of the
+samples in the deepest top set of each class are ever drawn: a class's top ``m_c`` samples receive
+a uniformly random ordered draw of ``m_c`` of its contributor labels. The p-value is
 ``(1 + #{T_b ≥ T}) / (1 + B)`` (Phipson & Smyth 2010, never zero); a permutation test is exact at
 any size, which is what keeps false alarms at the chosen level on clean data (Good 2005,
-*Permutation, Parametric and Bootstrap Tests of Hypotheses*, ch. 3).
+*Permutation, Parametric and Bootstrap Tests of Hypotheses*, ch. 3). The contributors named are
+those above their expectation in the set where ``z`` is largest; when the data hold poison and
+also a chance excess elsewhere, that set can be the chance one (a p-value is about the version,
+the names are a pointer: read the reputation table next to them).
 
 What it cannot do: tell poison from a contributor whose honest data are simply unusual (another
 camera, another dialect) — such a contributor also fails, and the report names it, which is
@@ -69,11 +74,15 @@ from mithridate.utils import RandomState, check_random_state
 
 #: Top-set sizes as shares of the samples (the flagged count is added to them).
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.10)
+#: Top-set sizes as shares of each class (a backdoor or targeted flips sit in one class).
+DEFAULT_CLASS_FRACTIONS = (0.02, 0.05, 0.10)
 DEFAULT_PERMUTATIONS = 999
 #: Contributors with fewer samples are pooled (never named, still part of the null).
 DEFAULT_MIN_SAMPLES = 10
 #: Upper bound on permutation work (draws x levels x contributors) before fewer draws are used.
 _WORK_BUDGET = 6e7
+#: Upper bound on per-class draws (permutations x classes in the top sets).
+_DRAW_BUDGET = 2e5
 _MIN_PERMUTATIONS = 199
 _POOLED = "\x00pooled"
 
@@ -91,8 +100,12 @@ class ConcentrationResult:
         ``T``, the largest standardised level.
     top_k : int or None
         Size of the top set where the excess is largest.
+    top_class : str or None
+        That set's class when it is one class's top samples (None: the top over all samples).
     levels : list of int
-        The top-set sizes tested.
+        The sizes of the top sets over all samples.
+    n_sets : int
+        Top sets tested (over all samples and per class).
     contributors : list of dict
         At ``top_k``: every named contributor above its expectation, most excessive first, with
         ``contributor``, ``n`` (its samples), ``top`` (its samples in the top set), ``expected``
@@ -112,12 +125,14 @@ class ConcentrationResult:
     n_permutations: int = 0
     n_samples: int = 0
     reason: Optional[str] = None
+    top_class: Optional[str] = None
+    n_sets: int = 0
 
     def to_dict(self) -> dict:
         return {"p_value": self.p_value, "statistic": self.statistic, "top_k": self.top_k,
-                "levels": list(self.levels), "contributors": list(self.contributors),
-                "n_permutations": int(self.n_permutations), "n_samples": int(self.n_samples),
-                "reason": self.reason}
+                "top_class": self.top_class, "levels": list(self.levels), "n_sets": int(self.n_sets),
+                "contributors": list(self.contributors), "n_permutations": int(self.n_permutations),
+                "n_samples": int(self.n_samples), "reason": self.reason}
 
 
 def top_levels(n: int, n_flagged: Optional[int] = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -156,6 +171,7 @@ def concentration_test(
     *,
     n_flagged: Optional[int] = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    class_fractions: Sequence[float] = DEFAULT_CLASS_FRACTIONS,
     min_top: int = 5,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     n_permutations: int = DEFAULT_PERMUTATIONS,
@@ -174,7 +190,10 @@ def concentration_test(
     n_flagged : int, optional
         Number of flagged samples, added to the ladder of top sets.
     fractions, min_top
-        The ladder (:func:`top_levels`).
+        The ladder of top sets over all samples (:func:`top_levels`).
+    class_fractions : sequence of float, default=(0.02, 0.05, 0.10)
+        Also the top samples of each class, in these shares of the class (at least ``min_top``,
+        at most half the class); ``()`` tests the sets over all samples only.
     min_samples : int, default=10
         Contributors with fewer samples are pooled into one group that takes part in the null
         but is never named.
@@ -216,47 +235,65 @@ def concentration_test(
         code = remap[code]
         names = np.append(names[keep], _POOLED)
     m = len(names)
-    levels = top_levels(n, n_flagged, fractions, min_top)
-    if not levels:
-        return ConcentrationResult(None, None, None, n_samples=n, reason=f"too few samples ({n})")
     rng = check_random_state(random_state)
-    n_perm = int(n_permutations)
-    work = n_perm * len(levels) * m
-    if work > _WORK_BUDGET:
-        n_perm = max(_MIN_PERMUTATIONS, int(_WORK_BUDGET / (len(levels) * m)))
-
     key = np.where(np.isfinite(s), s, -np.inf)
     # ties are broken at random, not by row order: files are often grouped by contributor, and a
     # top set cut inside a block of tied scores must not pick the first contributor's rows
     order = np.lexsort((rng.random(n), -key))
-    _, ccode = np.unique(lab.astype(str), return_inverse=True)
-    n_cls = int(ccode.max()) + 1
-    kmax = levels[-1]
-    top = order[:kmax]
-    top_cls = ccode[top]
-    # expected counts: contributors' shares of each class, times the class's samples in the top set
+    cls_names, ccode = np.unique(lab.astype(str), return_inverse=True)
+    n_cls = len(cls_names)
+    # candidate top sets, each as {class: how many of the class's top-ranked samples}
+    levels = top_levels(n, n_flagged, fractions, min_top)
+    cls_in_order = ccode[order]
+    sets = [dict(enumerate(np.bincount(cls_in_order[:k], minlength=n_cls).tolist())) for k in levels]
+    set_class: list = [None] * len(levels)
+    class_sizes = np.bincount(ccode, minlength=n_cls)
+    if n_cls > 1:
+        for c in range(n_cls):
+            for k in top_levels(int(class_sizes[c]), None, class_fractions, min_top):
+                sets.append({c: k})
+                set_class.append(c)
+    if not sets:
+        return ConcentrationResult(None, None, None, n_samples=n, reason=f"too few samples ({n})")
+
+    # per class: the prefix lengths of its score order that the sets need, and where each set reads them
+    ranked = [order[cls_in_order == c] for c in range(n_cls)]          # each class, most suspicious first
+    pools = [code[ccode == c] for c in range(n_cls)]
+    plans = []  # (class, prefix lengths incl. 0, [(set row, prefix index)])
+    for c in range(n_cls):
+        needs = sorted({st.get(c, 0) for st in sets} | {0})
+        if needs[-1] == 0:
+            continue
+        where = {k: i for i, k in enumerate(needs)}
+        reads = [(row, where[st[c]]) for row, st in enumerate(sets) if st.get(c, 0) > 0]
+        plans.append((c, np.asarray(needs), reads))
+    n_perm = int(n_permutations)
+    # fewer permutations (never below 199) when contributors or classes number in the thousands
+    cap = min(_WORK_BUDGET / (len(sets) * m), _DRAW_BUDGET / max(len(plans), 1))
+    if n_perm > cap:
+        n_perm = max(_MIN_PERMUTATIONS, int(cap))
     share = np.zeros((n_cls, m))
     np.add.at(share, (ccode, code), 1.0)
-    share /= share.sum(1, keepdims=True)
-    bounds = np.array([0] + levels)
-    per_level_cls = np.stack([np.bincount(top_cls[:k], minlength=n_cls) for k in levels])
-    expected = per_level_cls @ share                                     # (L, m)
-    observed = np.cumsum(np.stack([np.bincount(code[top[a:b]], minlength=m)
-                                   for a, b in zip(bounds[:-1], bounds[1:])]), axis=0)
-    dev_obs = excess_deviance(observed, expected)                        # (L, m)
-    d_obs = dev_obs.sum(1)
+    share /= class_sizes[:, None]
+    expected = np.stack([sum(k * share[c] for c, k in st.items() if k) for st in sets])   # (S, m)
 
-    members = []  # (positions in the top set, contributor codes of the whole class)
-    for c in np.unique(top_cls):
-        members.append((np.flatnonzero(top_cls == c), code[ccode == c]))
-    d_perm = np.empty((n_perm, len(levels)))
-    drawn = np.empty(kmax, dtype=np.int64)
+    def counts(draw) -> np.ndarray:
+        out = np.zeros((len(sets), m))
+        for c, needs, reads in plans:
+            seq = draw(c, int(needs[-1]))
+            seg = [np.bincount(seq[a:b], minlength=m) for a, b in zip(needs[:-1], needs[1:])]
+            cum = np.vstack([np.zeros((1, m)), np.cumsum(np.stack(seg), axis=0)])
+            for row, i in reads:
+                out[row] += cum[i]
+        return out
+
+    observed = counts(lambda c, depth: code[ranked[c][:depth]])
+    dev_obs = excess_deviance(observed, expected)                         # (S, m)
+    d_obs = dev_obs.sum(1)
+    d_perm = np.empty((n_perm, len(sets)))
     for b in range(n_perm):
-        for pos, pool in members:
-            drawn[pos] = pool[rng.choice(len(pool), len(pos), replace=False)]
-        counts = np.cumsum(np.stack([np.bincount(drawn[a:c], minlength=m)
-                                     for a, c in zip(bounds[:-1], bounds[1:])]), axis=0)
-        d_perm[b] = excess_deviance(counts, expected).sum(1)
+        d_perm[b] = excess_deviance(
+            counts(lambda c, depth: pools[c][rng.choice(len(pools[c]), depth, replace=False)]), expected).sum(1)
     mu = d_perm.mean(0)
     sd = d_perm.std(0)
     sd = np.where(sd > 0, sd, 1.0)
@@ -274,5 +311,7 @@ def concentration_test(
         rows.append({"contributor": str(names[i]), "n": int(size_of[str(names[i])]),
                      "top": int(observed[best, i]), "expected": float(expected[best, i]),
                      "deviance": float(dev_obs[best, i])})
-    return ConcentrationResult(p, t_obs, int(levels[best]), levels=[int(k) for k in levels], contributors=rows,
-                               n_permutations=n_perm, n_samples=n)
+    top_class = None if set_class[best] is None else str(cls_names[set_class[best]])
+    return ConcentrationResult(p, t_obs, int(sum(sets[best].values())), levels=[int(k) for k in levels],
+                               contributors=rows, n_permutations=n_perm, n_samples=n, top_class=top_class,
+                               n_sets=len(sets))

@@ -460,16 +460,18 @@ class Policy:
             return PolicyResult(name, True, None, limit, f"not tested: {conc.get('reason') or 'no result'}")
         p = float(p)
         k = conc.get("top_k")
+        cls = conc.get("top_class")
+        where = f"{k} most suspicious samples" + (f" of class {str(cls)!r}" if cls is not None else "")
         named = [c for c in conc.get("contributors") or [] if isinstance(c, Mapping)]
         p_txt = f"p = {p:.3g}, {int(conc.get('n_permutations') or 0)} permutations"
         if p > limit:
             return PolicyResult(name, True, p, limit,
-                                f"the {k} most suspicious samples are spread over contributors as chance allows "
+                                f"the {where} are spread over contributors as chance allows "
                                 f"({p_txt}; limit {limit:g})")
         parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in named[:3]]
         more = f" and {len(named) - 3} more" if len(named) > 3 else ""
         return PolicyResult(name, False, p, limit,
-                            f"the {k} most suspicious samples come from few contributors more than chance explains "
+                            f"the {where} come from few contributors more than chance explains "
                             f"({p_txt}; limit {limit:g}): {', '.join(parts)}{more}",
                             subject=str(named[0]["contributor"]) if named else None)
 
