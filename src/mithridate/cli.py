@@ -821,7 +821,8 @@ def audit(
     """Audit a new version of a training set before retraining: exit 0 when it passes the policy, 1 when not.
 
     Runs the detector ensemble on every sample, applies the policy (shares flagged overall, per class and
-    per contributor; contributor reputation; change since the last audited version), records the audit in
+    per contributor; contributor reputation; whether the most suspicious samples come from a few contributors;
+    change since the last audited version), records the audit in
     the ledger (one transaction) and writes report.html, findings.csv and summary.json to --out.
     Usage errors exit with 2. Example for a nightly job: `mithridate audit data/v42.csv --label y
     --contributor vendor --name training-set || exit 1`.
