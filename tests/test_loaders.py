@@ -917,3 +917,12 @@ def test_missing_labels_name_the_first_row(tmp_path):
     pd.DataFrame({"a": np.arange(6.0), "y": ["x", "y", None, "x", "y", "x"]}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match=r"missing values \(1 rows, the first at data row 2\)"):
         load_table(tmp_path / "t.csv", label="y", features=["a"])
+
+
+def test_boolean_label_column_gives_classes_true_and_false(tmp_path):
+    p = tmp_path / "b.csv"
+    p.write_text("a,b,label\n" + "".join(f"{i},{2 * i},{'True' if i % 2 else 'False'}\n" for i in range(20)))
+    s = load_table(p, label="label")
+    assert s.train.classes == s.test.classes == ("False", "True")
+    for part in (s.train, s.test):
+        assert [part.classes[k] for k in part.y] == [str(bool(int(i) % 2)) for i in part.ids]

@@ -271,7 +271,7 @@ BAD_LINES = {
     "missing label": ('{"text": "abc"}', r"line 3 has no 'label' key"),
     "non-string text": ('{"text": 42, "label": "food"}', r"line 3: the text \('text'\) is a number, not a string"),
     "null text": ('{"text": null, "label": "food"}', r"line 3: the text \('text'\) is null"),
-    "boolean label": ('{"text": "abc", "label": true}', r"line 3: the label is a boolean"),
+    "boolean label": ('{"text": "abc", "label": true}', r"line 3: the label True is a boolean but line 1's label is a string"),
     "null label": ('{"text": "abc", "label": null}', r"line 3: the label is null"),
     "fractional label": ('{"text": "abc", "label": 1.5}', r"line 3: the label is 1.5"),
     "mixed labels": ('{"text": "abc", "label": 3}', r"line 3: the label 3 is an integer but line 1's label is a string"),
@@ -489,3 +489,13 @@ def test_load_dataset_dispatches_jsonl_once_wired(tmp_path):
         np.testing.assert_array_equal(direct.train.X, via.train.X)
     with pytest.raises(ConfigError, match="features"):
         load_dataset(p, features=["x"])
+
+
+def test_boolean_labels_are_the_classes_true_and_false(tmp_path):
+    rows = [{"text": f"{'cheap offer now' if i % 2 else 'meeting notes'} {i}", "is_spam": bool(i % 2)} for i in range(12)]
+    s = load_jsonl(write_jsonl(tmp_path / "b.jsonl", rows), label="is_spam", test_size=0.25)
+    assert s.train.classes == ("False", "True")
+    assert [s.train.classes[k] == "True" for k in s.train.y] == [rows[i]["is_spam"] for i in s.train.ids]
+    # found under a usual key too
+    p2 = write_jsonl(tmp_path / "b2.jsonl", [{"text": r["text"], "label": r["is_spam"]} for r in rows])
+    assert load_jsonl(p2, test_size=0.25).train.classes == ("False", "True")

@@ -1155,15 +1155,14 @@ def _need_column(df: pd.DataFrame, col: str, role: str, p: Path) -> None:
 
 
 def _column_values(series: pd.Series) -> np.ndarray:
-    """A column as a plain numpy array (strings as object, numbers as numbers)."""
+    """A label column as a plain numpy array (strings as object, numbers as numbers, booleans as the
+    strings "True" / "False", missing values as None / NaN)."""
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
         if series.isna().any():
             return series.to_numpy(dtype=np.float64, na_value=np.nan)
         return series.to_numpy()
-    if pd.api.types.is_bool_dtype(series.dtype):
-        if series.isna().any():
-            return series.to_numpy(dtype=object, na_value=None)
-        return series.to_numpy(dtype=bool)
+    if pd.api.types.is_bool_dtype(series.dtype):  # True / False labels are the classes "True" and "False"
+        return np.array([None if pd.isna(v) else str(bool(v)) for v in series.tolist()], dtype=object)
     return series.to_numpy(dtype=object, na_value=None)
 
 

@@ -335,10 +335,17 @@ def _valid_unicode(s: str, where: str, what: str) -> bytes:
         ) from None
 
 
-def _key_value(v: Any, where: str, what: str) -> tuple[str, Any]:
-    """A label or id: a string or an int64 (integral floats such as 1.0 count as ints)."""
+_KIND_WORDS = {"int": "an integer", "str": "a string", "bool": "a boolean"}
+
+
+def _key_value(v: Any, where: str, what: str, allow_bool: bool = False) -> tuple[str, Any]:
+    """A label or id: a string or an int64 (integral floats such as 1.0 count as ints); with
+    ``allow_bool`` (labels) a JSON boolean is the class ``"True"`` / ``"False"`` of kind "bool"."""
+    if allow_bool and isinstance(v, bool):
+        return "bool", str(v)
     if isinstance(v, bool) or v is None or isinstance(v, (list, dict)):
-        raise DataError(f"{where}: the {what} is {_json_kind(v)} ({_short(v)}); {what}s must be strings or integers")
+        kinds = "strings, integers or booleans" if allow_bool else "strings or integers"
+        raise DataError(f"{where}: the {what} is {_json_kind(v)} ({_short(v)}); {what}s must be {kinds}")
     if isinstance(v, float):
         if not (math.isfinite(v) and v == int(v)):
             raise DataError(f"{where}: the {what} is {_short(v)}; {what}s must be strings or integers")
@@ -384,8 +391,7 @@ def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, 
         if k is None or k in taken:
             continue
         v = obj[k]
-        usable = isinstance(v, str) if want_string else (
-            isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+        usable = isinstance(v, str) if want_string else isinstance(v, (str, int, float))  # bool is an int
         if usable:
             return k
         unusable.append((k, v))
@@ -393,7 +399,7 @@ def _guess_key(obj: dict, candidates: tuple, taken: set, role: str, where: str, 
         k, v = unusable[0]
         shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
         kind = "null" if v is None else type(v).__name__
-        want = "one string" if want_string else "one string or integer"
+        want = "one string" if want_string else "one string, integer or boolean"
         extra = " (multi-label records are not supported)" if not want_string and isinstance(v, (list, tuple)) else ""
         raise DataError(f"{where}: the {role} key {k!r} holds a {kind} ({shown}); each record needs {want} "
                         f"there{extra}, or name another key with {role}=<key name>")
@@ -512,14 +518,14 @@ def _read_jsonl(
             if not isinstance(t, str):
                 raise DataError(f"{where}: the text ({text!r}) is {_json_kind(t)}, not a string")
             h = hashlib.blake2b(_valid_unicode(t, where, "the text"), digest_size=16).hexdigest()
-            kind, lab = _key_value(obj[label], where, "label")
+            kind, lab = _key_value(obj[label], where, "label", allow_bool=True)
             if label_kind is None:
                 label_kind = (kind, lineno)
             elif kind != label_kind[0]:
                 raise DataError(
-                    f"{where}: the label {_short(lab)} is {'an integer' if kind == 'int' else 'a string'} but "
-                    f"line {label_kind[1]}'s label is {'an integer' if label_kind[0] == 'int' else 'a string'}; "
-                    "labels must all be integers or all be strings"
+                    f"{where}: the label {_short(lab if kind != 'bool' else obj[label])} is {_KIND_WORDS[kind]} but "
+                    f"line {label_kind[1]}'s label is {_KIND_WORDS[label_kind[0]]}; "
+                    "labels must all be integers, all strings or all booleans"
                 )
             if id_col is not None:
                 if id_col not in obj:
