@@ -212,6 +212,8 @@ def audit_row(result, secs: float, msgs: list) -> dict:
         "n_honest_above": sum(bool(contribs[c]["above_population"]) for c in HONEST if c in contribs),
         "honest_above": [c for c in HONEST if c in contribs and contribs[c]["above_population"]],
         "max_honest_share": max((contribs[c]["share"] for c in HONEST if c in contribs), default=None),
+        "concentration_p": (s.get("concentration") or {}).get("p_value"),
+        "concentration_named": [c["contributor"] for c in ((s.get("concentration") or {}).get("contributors") or [])[:3]],
         "seconds": secs, "seconds_steps": s.get("seconds_steps"),
         "skipped_detectors": s.get("skipped_detectors") or {},
     }
@@ -456,14 +458,20 @@ def render_md(payload: dict) -> str:
         misses = [r for r in rows if r["figure"] == "poison" and "error" not in r and not r["t_all"]]
         if misses:
             L += ["Seeds missing a target:", "", "| case | seed | exit | ranks c0 / c1 | honest above | flag share c0 / c1 "
-                  "(max honest) | poisons c0 / c1 | flagged poisons / poisons | checks failed |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "(max honest) | poisons c0 / c1 | flagged poisons / poisons | concentration p (named) | checks failed |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
             for r in misses:
                 bs = r.get("bad_shares") or [None, None]
+                conc = r.get("concentration_p")
+                if conc is None:  # rows of runs before the field: the failed check's value, if it failed
+                    conc = next((d["value"] for d in r.get("failed_detail") or []
+                                 if d["name"] == "contributor_concentration"), None)
+                named = ", ".join(r.get("concentration_named") or [])
                 L.append(f"| {r['case_label']} | {r['seed']} | {r['exit_code']} | {r['rank_c0']} / {r['rank_c1']} | "
                          f"{', '.join(r['honest_above']) or '—'} | {fmt(bs[0])} / {fmt(bs[1])} "
                          f"({fmt(r.get('max_honest_share'))}) | {r['poison_per_bad'][0]} / {r['poison_per_bad'][1]} | "
-                         f"{r['poison_flagged']} / {r['n_poison']} | {', '.join(r['failed_checks']) or '—'} |")
+                         f"{r['poison_flagged']} / {r['n_poison']} | {fmt(conc)}{f' ({named})' if named else ''} | "
+                         f"{', '.join(r['failed_checks']) or '—'} |")
             L.append("")
 
     # figure 2
