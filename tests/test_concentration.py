@@ -111,7 +111,8 @@ def test_unknown_and_small_contributors():
     who[np.argsort(-scores)[4:10]] = None                                 # unknown: left out
     r = concentration_test(scores, who, np.zeros(n, int), random_state=0)
     assert r.n_samples == n - 6
-    assert "tiny" not in {c["contributor"] for c in r.contributors}      # pooled, never named
+    assert "tiny" not in {c["contributor"] for c in r.contributors}      # pooled: named only as the group
+    assert all(c["contributor"].startswith("1 contributor with") for c in r.contributors if c.get("pooled"))
     one = concentration_test(scores, np.array(["x"] * n, dtype=object), np.zeros(n), random_state=0)
     assert one.p_value is None and "two contributors" in one.reason
     few = concentration_test(scores[:6], who[:6], np.zeros(6), min_samples=1, random_state=0)
@@ -145,3 +146,51 @@ def test_same_seed_same_result_and_bad_input():
         concentration_test(s.reshape(2, -1), who, y)
     with pytest.raises(DataError, match="n_permutations"):
         concentration_test(s, who, y, n_permutations=0)
+
+
+def test_infinite_scores_rank_first_and_nan_last():
+    rng = np.random.default_rng(9)
+    n = 800
+    who, y = _contributors(n, 8, rng), rng.integers(0, 2, n)
+    s = rng.normal(size=n)
+    s[np.flatnonzero(who == "c3")[:15]] = np.inf                         # the most suspicious a score can be
+    s[np.flatnonzero(who == "c5")[:40]] = np.nan                         # unscored: last, not first
+    r = concentration_test(s, who, y, random_state=0)
+    assert r.p_value <= 0.01 and r.contributors[0]["contributor"] == "c3"
+    assert "c5" not in {c["contributor"] for c in r.contributors[:2]}
+
+
+def test_many_small_senders_are_named_as_the_pooled_group():
+    # 20 sybils with 3 samples each, all at the top: no one of them is named, the pooled group is
+    rng = np.random.default_rng(10)
+    n = 1500
+    who = _contributors(n, 10, rng)
+    s = rng.normal(size=n)
+    syb = rng.choice(n, 60, replace=False)
+    who[syb] = [f"s{i // 3}" for i in range(60)]
+    s[syb] += 5
+    r = concentration_test(s, who, np.zeros(n, int), random_state=0)
+    assert r.p_value <= 0.01
+    top = r.contributors[0]
+    assert top.get("pooled") and top["n"] == 60 and "20 contributors with fewer than 10 samples" in top["contributor"]
+    from mithridate.audit.policy import Policy
+
+    res = Policy.default()._concentration(r.to_dict())
+    assert not res.passed and "(pooled)" in res.message and res.subject != top["contributor"]
+
+
+def test_classes_from_one_contributor_each_cannot_be_tested():
+    n = 300
+    y = np.repeat([0, 1, 2], n // 3)
+    who = np.array(["a", "b", "c"], dtype=object)[y]                      # each vendor sends one class
+    r = concentration_test(np.random.default_rng(11).normal(size=n), who, y, random_state=0)
+    assert r.p_value is None and "single contributor" in r.reason
+    with pytest.raises(DataError, match="one-dimensional"):
+        concentration_test(np.zeros(n), who, np.zeros((n, 3)))        # one-hot labels
+    odd = who.copy()
+    odd[odd == "a"] = "\x00pooled"                                       # any name is an ordinary name
+    odd[np.arange(n) % 2 == 0] = "d"
+    s = np.zeros(n)
+    s[np.flatnonzero(odd == "\x00pooled")[:12]] = 5.0
+    r2 = concentration_test(s, odd, y, random_state=0)
+    assert r2.contributors[0]["contributor"] == "\x00pooled" and not r2.contributors[0].get("pooled")

@@ -83,8 +83,11 @@ DEFAULT_MIN_SAMPLES = 10
 _WORK_BUDGET = 6e7
 #: Upper bound on per-class draws (permutations x classes in the top sets).
 _DRAW_BUDGET = 2e5
+#: Upper bound on (top sets x contributors): per-class sets of the smallest classes are left out past it.
+_CELL_BUDGET = 2e6
+#: At most this many contributors are named for the most concentrated set.
+MAX_NAMED = 20
 _MIN_PERMUTATIONS = 199
-_POOLED = "\x00pooled"
 
 
 @dataclass
@@ -107,14 +110,20 @@ class ConcentrationResult:
     n_sets : int
         Top sets tested (over all samples and per class).
     contributors : list of dict
-        At ``top_k``: every named contributor above its expectation, most excessive first, with
-        ``contributor``, ``n`` (its samples), ``top`` (its samples in the top set), ``expected``
-        and ``deviance`` (its share of ``D``).
+        In that set: the contributors above their expectation, most excessive first (at most
+        :data:`MAX_NAMED`), with ``contributor``, ``n`` (its samples), ``top`` (its samples in
+        the set), ``expected`` and ``deviance`` (its share of ``D``). Contributors with fewer than
+        ``min_samples`` samples form one pooled group, listed as such (``pooled: True``): many
+        small senders (sybils) can make the test fail together.
     n_permutations : int
     n_samples : int
         Samples tested (those with a contributor).
     reason : str or None
-        Why the test did not run (fewer than two contributors, too few samples).
+        Why the test did not run (fewer than two contributors, too few samples, every class from
+        a single contributor).
+    note : str or None
+        What was left out to stay within the work budget (per-class sets of the smallest classes
+        when classes x contributors number in the millions).
     """
 
     p_value: Optional[float]
@@ -127,12 +136,13 @@ class ConcentrationResult:
     reason: Optional[str] = None
     top_class: Optional[str] = None
     n_sets: int = 0
+    note: Optional[str] = None
 
     def to_dict(self) -> dict:
         return {"p_value": self.p_value, "statistic": self.statistic, "top_k": self.top_k,
                 "top_class": self.top_class, "levels": list(self.levels), "n_sets": int(self.n_sets),
                 "contributors": list(self.contributors), "n_permutations": int(self.n_permutations),
-                "n_samples": int(self.n_samples), "reason": self.reason}
+                "n_samples": int(self.n_samples), "reason": self.reason, "note": self.note}
 
 
 def top_levels(n: int, n_flagged: Optional[int] = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -182,21 +192,22 @@ def concentration_test(
     Parameters
     ----------
     scores : array of shape (n,)
-        Suspicion scores, higher = more suspicious (NaN / -inf rank last).
+        Suspicion scores, higher = more suspicious (+inf first; NaN and -inf last).
     contributors : sequence of length n
         Contributor of each sample; None, NaN or "" = unknown (left out of the test).
     labels : sequence of length n
         Class of each sample: contributors are permuted within classes.
     n_flagged : int, optional
-        Number of flagged samples, added to the ladder of top sets.
+        Number of flagged samples: a top set of that size is added to the ladder (the top
+        ``n_flagged`` by score, which is not necessarily the flagged set).
     fractions, min_top
         The ladder of top sets over all samples (:func:`top_levels`).
     class_fractions : sequence of float, default=(0.02, 0.05, 0.10)
         Also the top samples of each class, in these shares of the class (at least ``min_top``,
         at most half the class); ``()`` tests the sets over all samples only.
     min_samples : int, default=10
-        Contributors with fewer samples are pooled into one group that takes part in the null
-        but is never named.
+        Contributors with fewer samples are pooled into one group (in the null and in ``D``;
+        named as a group when it is in excess).
     n_permutations : int, default=999
         Monte Carlo permutations (fewer, down to 199, when contributors number in the thousands).
     random_state : int, Generator or None
@@ -205,13 +216,17 @@ def concentration_test(
     -------
     ConcentrationResult
     """
+    import pandas as pd
+
     from mithridate.audit.diff import _str_or_none
 
     s = np.asarray(scores, dtype=float)
     if s.ndim != 1:
         raise DataError(f"scores must be one-dimensional, got shape {s.shape}")
-    who = _str_or_none(list(contributors))
-    lab = np.asarray(labels)
+    who = _str_or_none(list(contributors), whole_floats=True)
+    lab = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if lab.ndim != 1:
+        raise DataError(f"labels must be one-dimensional (one class per sample), got shape {lab.shape}")
     if len(who) != len(s) or len(lab) != len(s):
         raise DataError(f"{len(s)} scores, {len(who)} contributors and {len(lab)} labels: lengths differ")
     if isinstance(n_permutations, bool) or int(n_permutations) < 1:
@@ -219,54 +234,73 @@ def concentration_test(
     known = np.array([w is not None for w in who], dtype=bool)
     n = int(known.sum())
     s, who, lab = s[known], who[known], lab[known]
-    names, code = np.unique(who.astype(str), return_inverse=True)
+    # factorize, not astype(str): one very long name must not make a fixed-width copy of every row
+    code, names = pd.factorize(pd.Series(who, dtype=object), sort=True)
+    names = np.asarray(names, dtype=object)
     sizes = np.bincount(code, minlength=len(names))
-    size_of = dict(zip(names.tolist(), sizes.tolist()))
     if len(names) < 2:
         return ConcentrationResult(None, None, None, n_samples=n, reason="fewer than two contributors")
     small = sizes < max(int(min_samples), 1)
     if small.all():
         return ConcentrationResult(None, None, None, n_samples=n,
                                    reason=f"no contributor has {min_samples} samples")
-    if small.any():  # pool the small contributors into one unnamed group
+    pooled = None  # index of the pooled group of small contributors, if any
+    if small.any():  # pool the small contributors into one group: part of the null, named as a group
         keep = np.flatnonzero(~small)
         remap = np.full(len(names), len(keep), dtype=np.int64)
         remap[keep] = np.arange(len(keep))
         code = remap[code]
-        names = np.append(names[keep], _POOLED)
-    m = len(names)
+        pooled, n_pooled, pooled_size = len(keep), int(small.sum()), int(sizes[small].sum())
+        names, sizes = names[keep], np.append(sizes[keep], pooled_size)
+    m = len(sizes)
     rng = check_random_state(random_state)
-    key = np.where(np.isfinite(s), s, -np.inf)
+    # NaN ranks last; +inf is the most suspicious a score can be, -inf the least
+    key = np.where(np.isnan(s), -np.inf, s)
     # ties are broken at random, not by row order: files are often grouped by contributor, and a
     # top set cut inside a block of tied scores must not pick the first contributor's rows
     order = np.lexsort((rng.random(n), -key))
-    cls_names, ccode = np.unique(lab.astype(str), return_inverse=True)
+    ccode, cls_names = pd.factorize(pd.Series(lab, dtype=object).map(str), sort=True)
+    cls_names = np.asarray(cls_names, dtype=object)
     n_cls = len(cls_names)
+    class_sizes = np.bincount(ccode, minlength=n_cls)
+    by_class = np.argsort(ccode, kind="stable")
+    pools = np.split(code[by_class], np.cumsum(class_sizes)[:-1])           # contributor codes per class
+    if all(np.all(pool == pool[0]) for pool in pools if len(pool)):
+        return ConcentrationResult(None, None, None, n_samples=n,
+                                   reason="every class comes from a single contributor: nothing to permute")
     # candidate top sets, each as {class: how many of the class's top-ranked samples}
     levels = top_levels(n, n_flagged, fractions, min_top)
     cls_in_order = ccode[order]
-    sets = [dict(enumerate(np.bincount(cls_in_order[:k], minlength=n_cls).tolist())) for k in levels]
+    sets = [{c: k for c, k in enumerate(np.bincount(cls_in_order[:k], minlength=n_cls).tolist()) if k}
+            for k in levels]
     set_class: list = [None] * len(levels)
-    class_sizes = np.bincount(ccode, minlength=n_cls)
-    if n_cls > 1:
-        for c in range(n_cls):
-            for k in top_levels(int(class_sizes[c]), None, class_fractions, min_top):
-                sets.append({c: k})
-                set_class.append(c)
+    note = None
+    if n_cls > 1 and class_fractions:
+        per_class = [(c, k) for c in np.argsort(-class_sizes, kind="stable")
+                     for k in top_levels(int(class_sizes[c]), None, class_fractions, min_top)]
+        room = max(0, int(_CELL_BUDGET / m) - len(sets))                  # keeps the (sets x contributors) arrays small
+        if len(per_class) > room:
+            note = (f"top sets of the {len({c for c, _ in per_class[room:]})} smallest classes left out "
+                    f"({len(per_class)} class sets x {m} contributors is over the work budget)")
+            per_class = per_class[:room]
+        for c, k in per_class:
+            sets.append({int(c): k})
+            set_class.append(int(c))
     if not sets:
         return ConcentrationResult(None, None, None, n_samples=n, reason=f"too few samples ({n})")
 
-    # per class: the prefix lengths of its score order that the sets need, and where each set reads them
-    ranked = [order[cls_in_order == c] for c in range(n_cls)]          # each class, most suspicious first
-    pools = [code[ccode == c] for c in range(n_cls)]
+    # per class: its samples in score order, the prefix lengths the sets need, and where each set reads them
+    rank_sorted = np.argsort(ccode[order], kind="stable")                   # order, grouped by class
+    ranked = np.split(order[rank_sorted], np.cumsum(class_sizes)[:-1])     # each class, most suspicious first
+    needs_of: dict = {}
+    for row, st in enumerate(sets):
+        for c, k in st.items():
+            needs_of.setdefault(c, []).append((row, k))
     plans = []  # (class, prefix lengths incl. 0, [(set row, prefix index)])
-    for c in range(n_cls):
-        needs = sorted({st.get(c, 0) for st in sets} | {0})
-        if needs[-1] == 0:
-            continue
+    for c, reads in needs_of.items():
+        needs = sorted({k for _, k in reads} | {0})
         where = {k: i for i, k in enumerate(needs)}
-        reads = [(row, where[st[c]]) for row, st in enumerate(sets) if st.get(c, 0) > 0]
-        plans.append((c, np.asarray(needs), reads))
+        plans.append((c, np.asarray(needs), [(row, where[k]) for row, k in reads]))
     n_perm = int(n_permutations)
     # fewer permutations (never below 199) when contributors or classes number in the thousands
     cap = min(_WORK_BUDGET / (len(sets) * m), _DRAW_BUDGET / max(len(plans), 1))
@@ -275,7 +309,10 @@ def concentration_test(
     share = np.zeros((n_cls, m))
     np.add.at(share, (ccode, code), 1.0)
     share /= class_sizes[:, None]
-    expected = np.stack([sum(k * share[c] for c, k in st.items() if k) for st in sets])   # (S, m)
+    expected = np.zeros((len(sets), m))
+    for row, st in enumerate(sets):
+        for c, k in st.items():
+            expected[row] += k * share[c]
 
     def counts(draw) -> np.ndarray:
         out = np.zeros((len(sets), m))
@@ -288,14 +325,17 @@ def concentration_test(
         return out
 
     observed = counts(lambda c, depth: code[ranked[c][:depth]])
-    dev_obs = excess_deviance(observed, expected)                         # (S, m)
+    dev_obs = excess_deviance(observed, expected)                          # (S, m)
     d_obs = dev_obs.sum(1)
     d_perm = np.empty((n_perm, len(sets)))
     for b in range(n_perm):
         d_perm[b] = excess_deviance(
             counts(lambda c, depth: pools[c][rng.choice(len(pools[c]), depth, replace=False)]), expected).sum(1)
-    mu = d_perm.mean(0)
-    sd = d_perm.std(0)
+    # standardise with the observed value among the draws: the B + 1 statistics are exchangeable
+    # under the null, so the p-value is exact (not only up to O(1/B))
+    both = np.vstack([d_obs[None, :], d_perm])
+    mu = both.mean(0)
+    sd = both.std(0)
     sd = np.where(sd > 0, sd, 1.0)
     z_obs = (d_obs - mu) / sd
     t_obs = float(z_obs.max())
@@ -304,14 +344,17 @@ def concentration_test(
     best = int(np.argmax(z_obs))
     rows = []
     for i in np.argsort(-dev_obs[best], kind="stable"):
-        if dev_obs[best, i] <= 0:
+        if dev_obs[best, i] <= 0 or len(rows) >= MAX_NAMED:
             break
-        if names[i] == _POOLED:
-            continue
-        rows.append({"contributor": str(names[i]), "n": int(size_of[str(names[i])]),
-                     "top": int(observed[best, i]), "expected": float(expected[best, i]),
-                     "deviance": float(dev_obs[best, i])})
+        row = {"contributor": str(names[i]) if i != pooled else
+               f"{n_pooled} contributor{'s' if n_pooled != 1 else ''} with fewer than {int(min_samples)} samples "
+               "each (pooled)",
+               "n": int(sizes[i]), "top": int(observed[best, i]), "expected": float(expected[best, i]),
+               "deviance": float(dev_obs[best, i])}
+        if i == pooled:
+            row["pooled"] = True
+        rows.append(row)
     top_class = None if set_class[best] is None else str(cls_names[set_class[best]])
     return ConcentrationResult(p, t_obs, int(sum(sets[best].values())), levels=[int(k) for k in levels],
                                contributors=rows, n_permutations=n_perm, n_samples=n, top_class=top_class,
-                               n_sets=len(sets))
+                               n_sets=len(sets), note=note)

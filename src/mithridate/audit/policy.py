@@ -466,14 +466,16 @@ class Policy:
         p_txt = f"p = {p:.3g}, {int(conc.get('n_permutations') or 0)} permutations"
         if p > limit:
             return PolicyResult(name, True, p, limit,
-                                f"the {where} are spread over contributors as chance allows "
-                                f"({p_txt}; limit {limit:g})")
+                                f"no excess over chance in where the most suspicious samples come from (most "
+                                f"concentrated: the {where}; {p_txt}; limit {limit:g})")
         parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in named[:3]]
         more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+        who = f": {', '.join(parts)}{more}" if parts else ""
+        first = next((c for c in named if not c.get("pooled")), None)
         return PolicyResult(name, False, p, limit,
                             f"the {where} come from few contributors more than chance explains "
-                            f"({p_txt}; limit {limit:g}): {', '.join(parts)}{more}",
-                            subject=str(named[0]["contributor"]) if named else None)
+                            f"({p_txt}; limit {limit:g}){who}",
+                            subject=str(first["contributor"]) if first else None)
 
     @staticmethod
     def _roni(rows: Any) -> PolicyResult:
