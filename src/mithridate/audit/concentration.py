@@ -25,8 +25,9 @@ computed on a family of top sets, so that no poison rate or target class has to 
 0.5%, 1%, 2%, 5% and 10% of all samples and the flagged count, and the top 2%, 5% and 10% of each
 class (a backdoor or targeted flips sit in one class, where a dozen poisons are a tenth of the
 class but a hundredth of the data; at least ``min_top`` samples, at most half the data or
-class). Each set's ``D`` is standardised by the mean and standard deviation of its permutation
-distribution and the statistic is the largest, ``T = max_S z(S)``.
+class). Each set's ``D`` is standardised by the mean and standard deviation of its values over the
+observed data and the permutations (all ``B + 1`` treated alike) and the statistic is the largest,
+``T = max_S z(S)``.
 
 Null distribution and p-value
 -----------------------------
