@@ -530,7 +530,7 @@ def test_sanitize_refuses_the_input_and_existing_outputs(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(".")) == []
     # a second output with the same stem wants the same default manifest: the error says how to
     # write it elsewhere, and manifest= does
-    with pytest.raises(ConfigError, match=r"default manifest name for the output o\.csv\.gz.*manifest=PATH"):
+    with pytest.raises(ConfigError, match=r"default manifest name for the output o\.csv\.gz; another output named o\.\* .*manifest=PATH"):
         sanitize(p, tmp_path / "o.csv.gz", label="diagnosis", progress=False)
     assert not (tmp_path / "o.csv.gz").exists()
     res2 = sanitize(p, tmp_path / "o.csv.gz", label="diagnosis", manifest=tmp_path / "o.gz.removed.csv", progress=False)

@@ -125,8 +125,9 @@ def _check_paths(inp: Optional[Path], out: Path, manifest: Path, manifest_json: 
                 raise ConfigError(f"refusing to write the {what} {p}: it contains the input {inp}")
         if p.exists() and not overwrite:
             if what == "manifest" and default_manifest:  # e.g. bc.clean.tsv after bc.clean.parquet
+                stem = manifest.name[: -len(".removed.csv")] if manifest.name.endswith(".removed.csv") else out.stem
                 raise ConfigError(f"{p} already exists (the default manifest name for the output {out.name}; another "
-                                  f"output named {out.name.split('.')[0]}.* may have written it): pass manifest=PATH to "
+                                  f"output named {stem}.* may have written it): pass manifest=PATH to "
                                   "write this one elsewhere, or overwrite=True to replace it")
             raise ConfigError(f"{p} already exists; choose another path or pass overwrite=True to replace it")
     if len({out.resolve(), manifest.resolve(), manifest_json.resolve()}) < 3:
