@@ -106,13 +106,15 @@ def test_unknown_and_small_contributors():
     n = 600
     who = _contributors(n, 5, rng)
     scores = rng.normal(size=n)
-    tiny = np.argsort(-scores)[:4]
-    who[tiny] = "tiny"                                                    # 4 samples, all at the top
-    who[np.argsort(-scores)[4:10]] = None                                 # unknown: left out
+    tiny = np.argsort(-scores)[:2]
+    who[tiny] = "tiny"                                                    # 2 samples, both at the top
+    who[np.argsort(-scores)[2:8]] = None                                  # unknown: left out
     r = concentration_test(scores, who, np.zeros(n, int), random_state=0)
     assert r.n_samples == n - 6
     assert "tiny" not in {c["contributor"] for c in r.contributors}      # pooled: named only as the group
-    assert all(c["contributor"].startswith("1 contributor with") for c in r.contributors if c.get("pooled"))
+    pooled = [c for c in r.contributors if c.get("pooled")]
+    assert pooled and pooled[0]["contributor"] == "1 contributor with fewer than 3 samples each (pooled): tiny 2"
+    assert pooled[0]["members"] == [{"contributor": "tiny", "top": 2}]
     one = concentration_test(scores, np.array(["x"] * n, dtype=object), np.zeros(n), random_state=0)
     assert one.p_value is None and "two contributors" in one.reason
     few = concentration_test(scores[:6], who[:6], np.zeros(6), min_samples=1, random_state=0)
@@ -161,18 +163,20 @@ def test_infinite_scores_rank_first_and_nan_last():
 
 
 def test_many_small_senders_are_named_as_the_pooled_group():
-    # 20 sybils with 3 samples each, all at the top: no one of them is named, the pooled group is
+    # 30 sybils with 2 samples each, all near the top: the pooled group is named, with its members
     rng = np.random.default_rng(10)
     n = 1500
     who = _contributors(n, 10, rng)
     s = rng.normal(size=n)
     syb = rng.choice(n, 60, replace=False)
-    who[syb] = [f"s{i // 3}" for i in range(60)]
+    who[syb] = [f"s{i // 2}" for i in range(60)]
     s[syb] += 5
     r = concentration_test(s, who, np.zeros(n, int), random_state=0)
     assert r.p_value <= 0.01
     top = r.contributors[0]
-    assert top.get("pooled") and top["n"] == 60 and "20 contributors with fewer than 10 samples" in top["contributor"]
+    assert top.get("pooled") and top["n"] == 60 and "30 contributors with fewer than 3 samples" in top["contributor"]
+    assert {m["contributor"] for m in top["members"]} <= {f"s{i}" for i in range(30)} and len(top["members"]) == 20
+    assert 0 < sum(m["top"] for m in top["members"]) <= top["top"]         # at most 20 members listed
     from mithridate.audit.policy import Policy
 
     res = Policy.default()._concentration(r.to_dict())
@@ -194,3 +198,15 @@ def test_classes_from_one_contributor_each_cannot_be_tested():
     s[np.flatnonzero(odd == "\x00pooled")[:12]] = 5.0
     r2 = concentration_test(s, odd, y, random_state=0)
     assert r2.contributors[0]["contributor"] == "\x00pooled" and not r2.contributors[0].get("pooled")
+
+
+def test_a_malicious_sender_of_five_samples_among_a_hundred_small_ones_is_named():
+    # 100 annotators of ~6 items each (a crowd): one flips all 5 of its items, which rank at the top
+    rng = np.random.default_rng(12)
+    n = 600
+    who = np.array([f"u{k:03d}" for k in rng.integers(0, 100, n)], dtype=object)
+    who[:5] = "u999"
+    s = rng.normal(size=n)
+    s[:5] += 4
+    r = concentration_test(s, who, rng.integers(0, 2, n), random_state=0)
+    assert r.contributors[0]["contributor"] == "u999" and r.p_value <= 0.05

@@ -78,8 +78,9 @@ DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.10)
 #: Top-set sizes as shares of each class (a backdoor or targeted flips sit in one class).
 DEFAULT_CLASS_FRACTIONS = (0.02, 0.05, 0.10)
 DEFAULT_PERMUTATIONS = 999
-#: Contributors with fewer samples are pooled (never named, still part of the null).
-DEFAULT_MIN_SAMPLES = 10
+#: Contributors with fewer samples are tested together as one pooled group (a sender of one or two
+#: samples cannot stand out alone; many of them together can).
+DEFAULT_MIN_SAMPLES = 3
 #: Upper bound on permutation work (draws x levels x contributors) before fewer draws are used.
 _WORK_BUDGET = 6e7
 #: Upper bound on per-class draws (permutations x classes in the top sets).
@@ -206,9 +207,9 @@ def concentration_test(
     class_fractions : sequence of float, default=(0.02, 0.05, 0.10)
         Also the top samples of each class, in these shares of the class (at least ``min_top``,
         at most half the class); ``()`` tests the sets over all samples only.
-    min_samples : int, default=10
+    min_samples : int, default=3
         Contributors with fewer samples are pooled into one group (in the null and in ``D``;
-        named as a group when it is in excess).
+        named as a group, with its members' counts in the set, when it is in excess).
     n_permutations : int, default=999
         Monte Carlo permutations (fewer, down to 199, when contributors number in the thousands).
     random_state : int, Generator or None
@@ -246,6 +247,7 @@ def concentration_test(
         return ConcentrationResult(None, None, None, n_samples=n,
                                    reason=f"no contributor has {min_samples} samples")
     pooled = None  # index of the pooled group of small contributors, if any
+    orig_code, orig_names = code, names
     if small.any():  # pool the small contributors into one group: part of the null, named as a group
         keep = np.flatnonzero(~small)
         remap = np.full(len(names), len(keep), dtype=np.int64)
@@ -352,8 +354,15 @@ def concentration_test(
                "each (pooled)",
                "n": int(sizes[i]), "top": int(observed[best, i]), "expected": float(expected[best, i]),
                "deviance": float(dev_obs[best, i])}
-        if i == pooled:
+        if i == pooled:  # who in the group sent the set's samples, most first
+            in_set = np.concatenate([ranked[c][:k] for c, k in sets[best].items()])
+            mine = orig_code[in_set][code[in_set] == pooled]
+            counts_p = np.bincount(mine, minlength=len(orig_names))
+            who_p = [j for j in np.argsort(-counts_p, kind="stable") if counts_p[j] > 0]
             row["pooled"] = True
+            row["members"] = [{"contributor": str(orig_names[j]), "top": int(counts_p[j])} for j in who_p[:MAX_NAMED]]
+            shown = ", ".join(f"{m['contributor']} {m['top']}" for m in row["members"][:5])
+            row["contributor"] += f": {shown}" + (" ..." if len(who_p) > 5 else "")
         rows.append(row)
     top_class = None if set_class[best] is None else str(cls_names[set_class[best]])
     return ConcentrationResult(p, t_obs, int(sum(sets[best].values())), levels=[int(k) for k in levels],

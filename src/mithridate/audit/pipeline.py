@@ -1000,7 +1000,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
 
             concentration = concentration_test(
                 findings["ensemble_score"].to_numpy(), contributors, labels, n_flagged=int(flags.sum()),
-                min_samples=max(pol.min_contributor_samples, 1), random_state=rng).to_dict()
+                random_state=rng).to_dict()
         diff_summary = None
         if diff is not None:
             d = diff.to_dict(max_ids=DIFF_IDS)

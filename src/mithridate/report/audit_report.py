@@ -286,13 +286,14 @@ def _concentration(conc: Any, policy: dict) -> Optional[dict]:
         return {"ran": False, "fails": False, "reason": str(conc.get("reason") or "")}
     limit = (policy.get("contributors") or {}).get("concentration_p")
     p = float(conc["p_value"])
+    named = conc.get("contributors") or []
     rows = [{"contributor": str(c["contributor"]), "top": int(c["top"]), "expected": f"{float(c['expected']):.1f}"}
-            for c in (conc.get("contributors") or [])[:5]]
+            for c in named[:5]]
     cls = conc.get("top_class")
     return {"ran": True, "p": f"{p:.3g}", "k": int(conc.get("top_k") or 0), "n_perm": int(conc.get("n_permutations") or 0),
             "cls": None if cls is None else str(cls), "n_sets": int(conc.get("n_sets") or 0),
             "limit": None if limit is None else f"{float(limit):g}", "fails": limit is not None and p <= float(limit),
-            "rows": rows}
+            "rows": rows, "more": max(0, len(named) - len(rows))}
 
 
 def _diff(result: Any) -> Optional[dict]:
