@@ -111,6 +111,11 @@ def test_policy_evaluate_by_hand():
     assert res["class_flagged_share"].passed and res["class_flagged_share"].subject == "b"  # "tiny" is too small
     assert not res["contributor_flagged"].passed and res["contributor_flagged"].subject == "y"
     assert not res["reputation"].passed and res["reputation"].subject == "y"  # z has too few samples
+    assert "fewer than 10 judged samples also lie above it but are too small to fail the gate: 'z' (3)" in \
+        res["reputation"].message
+    assert "1 contributor with fewer than 10 samples over the limit, not counted: 'z' 3 of 3" in \
+        res["contributor_flagged"].message
+    assert res["contributor_flagged"].message.startswith("worst contributor with at least 10 samples 'y'")
     assert res["relabelled_share"].passed and res["relabelled_share"].value == pytest.approx(1 / 160)
     assert not res["new_flagged_share"].passed and res["new_flagged_share"].value == pytest.approx(0.3)
     assert res["contributor_concentration"].passed and res["contributor_concentration"].value is None  # not in summary
@@ -135,6 +140,8 @@ def test_policy_concentration_check_by_hand():
     in_class = pol._concentration({**conc, "top_class": "cat"})
     assert not in_class.passed and "20 most suspicious samples of class 'cat' come from" in in_class.message
     assert Policy.from_dict({"contributors": {"concentration_p": None}}).max_concentration_p is None
+    with pytest.raises(ConfigError, match=r"contributors.concentration_p must be above 0.*null"):
+        Policy.from_dict({"contributors": {"concentration_p": 0}})
     with pytest.raises(ConfigError, match="contributors.concentration_p"):
         Policy.from_dict({"contributors": {"concentration_p": 2}})
 

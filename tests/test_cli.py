@@ -269,6 +269,13 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     assert code == 0, err
     rows = json.loads(out)
     assert {rows[0]["contributor"], rows[1]["contributor"]} == {"v3", "v7"}
+    # the default level is the gate's (99%): the same interval as the audit's summary
+    summary = json.loads((workdir / "a2" / "summary.json").read_text())
+    gate = {c["contributor"]: c for c in summary["contributors"]}
+    assert rows[0]["ci_lower"] == pytest.approx(gate[rows[0]["contributor"]]["ci_lower"])
+    code, out95, err = run(["ledger", "contributors", "bc", "--ledger", ledger, "--level", "0.95", "--json"],
+                           capsys, monkeypatch)
+    assert code == 0 and json.loads(out95)[0]["ci_lower"] > rows[0]["ci_lower"]
     cleaned = workdir / "cleaned.csv"
     code, out, err = run(["sanitize", bad, "--label", "y", "--contributor", "vendor", "--out", cleaned, "--json"],
                          capsys, monkeypatch)

@@ -950,11 +950,13 @@ def ledger_versions(name: str = typer.Argument(..., help="Dataset name as record
 
 @ledger_app.command("contributors")
 def ledger_contributors(name: str = typer.Argument(..., help="Dataset name as recorded by `mithridate audit`."),
-                        ledger_url: Optional[str] = LedgerOpt, as_json: bool = JsonOpt) -> None:
-    """Contributor reputation: posterior rate of flagged samples with a 95% credible interval, worst first."""
+                        ledger_url: Optional[str] = LedgerOpt,
+                        level: float = typer.Option(0.99, "--level", help="Credible level of the intervals (default 0.99, the level the default audit policy judges at)."),
+                        as_json: bool = JsonOpt) -> None:
+    """Contributor reputation: posterior rate of flagged samples with a credible interval (99% by default, as the audit gate uses), worst first."""
     led = _open_ledger(ledger_url)
     try:
-        df = led.contributors(name)
+        df = led.contributors(name, level=level)
     finally:
         led.close()
     _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json,

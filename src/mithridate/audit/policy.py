@@ -232,6 +232,9 @@ class Policy:
         for name in _BOOLS:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"policy: {name} must be true or false, got {getattr(self, name)!r}")
+        if self.max_concentration_p == 0.0:
+            raise ConfigError("policy: max_concentration_p must be above 0 (a permutation p-value is never 0); "
+                              "use null to switch the check off")
         lvl = self.credible_level
         if isinstance(lvl, bool) or not isinstance(lvl, (int, float)) or not 0 < lvl < 1:
             raise ConfigError(f"policy: credible_level must be in (0, 1), got {lvl!r}")
@@ -414,16 +417,25 @@ class Policy:
     @staticmethod
     def _worst_share(name: str, groups: list, key: str, limit: float, min_n: int, what: str) -> PolicyResult:
         eligible = [g for g in groups if int(g.get("n", 0)) >= max(min_n, 1)]
+        plural = f"{what}es" if what == "class" else f"{what}s"
+        small = [g for g in groups if 0 < int(g.get("n", 0)) < max(min_n, 1) and int(g["flagged"]) / int(g["n"]) > limit]
+        small_txt = ""
+        if small:  # over the limit on too few samples to count: say so rather than stay silent
+            small.sort(key=lambda g: (-int(g["flagged"]) / int(g["n"]), -int(g["n"])))
+            names = ", ".join(f"{str(g[key])!r} {int(g['flagged'])} of {int(g['n'])}" for g in small[:5])
+            small_txt = (f"; {len(small)} {what if len(small) == 1 else plural} with fewer than {min_n} samples "
+                         f"over the limit, not counted: {names}" + (" ..." if len(small) > 5 else ""))
         if not eligible:
-            return PolicyResult(name, True, None, limit, f"no {what} has at least {min_n} samples")
+            return PolicyResult(name, True, None, limit, f"no {what} has at least {min_n} samples{small_txt}")
         worst = max(eligible, key=lambda g: (int(g["flagged"]) / int(g["n"]), int(g["n"])))
         share = int(worst["flagged"]) / int(worst["n"])
         bad = [g for g in eligible if int(g["flagged"]) / int(g["n"]) > limit]
         who = str(worst[key])
-        msg = f"worst {what} {who!r}: {int(worst['flagged'])} of {int(worst['n'])} flagged ({_pct(share)}; limit {_pct(limit)})"
+        msg = (f"worst {what} with at least {min_n} samples {who!r}: {int(worst['flagged'])} of {int(worst['n'])} "
+               f"flagged ({_pct(share)}; limit {_pct(limit)})")
         if len(bad) > 1:
-            msg += f"; {len(bad)} {what}es over the limit" if what == "class" else f"; {len(bad)} {what}s over the limit"
-        return PolicyResult(name, share <= limit, share, limit, msg, subject=who)
+            msg += f"; {len(bad)} {plural} over the limit"
+        return PolicyResult(name, share <= limit, share, limit, msg + small_txt, subject=who)
 
     def _reputation(self, contributors: list, summary: Mapping) -> PolicyResult:
         present = [c for c in contributors if int(c.get("n", 0)) > 0 and c.get("ci_lower") is not None]
@@ -435,19 +447,27 @@ class Policy:
             return PolicyResult("reputation", True, None, None, "no contributor information")
         judged = [c for c in present if int(c.get("n_judged", c.get("n", 0))) >= self.reputation_min_samples]
         bad = [c for c in judged if bool(c.get("above_population"))]
+        small = [c for c in present if bool(c.get("above_population")) and c not in judged]
         pop = present[0].get("population_rate")
         pop_txt = "n/a" if pop is None else _pct(float(pop))
         lvl = f"{self.credible_level:.0%}"
+        small_txt = ""
+        if small:  # above the population too, but on too few samples to fail the gate: say so
+            names = ", ".join(f"{str(c['contributor'])!r} ({int(c.get('n_judged', c.get('n', 0)))})" for c in small[:5])
+            small_txt = (f"; {len(small)} contributor(s) with fewer than {self.reputation_min_samples} judged samples "
+                         f"also lie above it but are too small to fail the gate: {names}" + (" ..." if len(small) > 5 else ""))
         if not bad:
             return PolicyResult("reputation", True, None, None,
-                                f"no contributor's {lvl} credible interval lies above the population rate {pop_txt}")
+                                f"no contributor with at least {self.reputation_min_samples} judged samples has its "
+                                f"{lvl} credible interval above the population rate {pop_txt}{small_txt}")
         bad.sort(key=lambda c: -float(c.get("ci_lower") or 0))
         w = bad[0]
         names = ", ".join(repr(str(c["contributor"])) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
         return PolicyResult(
             "reputation", False, float(w["ci_lower"]), None,
             f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}): {names}; "
-            f"worst {str(w['contributor'])!r} {lvl} interval [{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]",
+            f"worst {str(w['contributor'])!r} {lvl} interval [{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]"
+            f"{small_txt}",
             subject=str(w["contributor"]))
 
     def _concentration(self, conc: Any) -> PolicyResult:
@@ -466,8 +486,8 @@ class Policy:
         p_txt = f"p = {p:.3g}, {int(conc.get('n_permutations') or 0)} permutations"
         if p > limit:
             return PolicyResult(name, True, p, limit,
-                                f"no excess over chance in where the most suspicious samples come from (most "
-                                f"concentrated: the {where}; {p_txt}; limit {limit:g})")
+                                f"the most suspicious samples are not concentrated in a few contributors beyond the "
+                                f"limit (most concentrated set: the {where}; {p_txt}; limit {limit:g})")
         parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in named[:3]]
         more = f" and {len(named) - 3} more" if len(named) > 3 else ""
         who = f": {', '.join(parts)}{more}" if parts else ""
