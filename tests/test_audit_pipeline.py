@@ -137,6 +137,10 @@ def test_policy_concentration_check_by_hand():
     assert Policy(max_concentration_p=0.001)._concentration(conc).passed
     skipped = pol._concentration({"p_value": None, "reason": "fewer than two contributors"})
     assert skipped.passed and skipped.value is None and "fewer than two contributors" in skipped.message
+    # with p_alone, only those that stand out on their own are named; the rest are counted
+    alone = pol._concentration({**conc, "contributors": [{**conc["contributors"][0], "p_alone": 0.001},
+                                                         {**conc["contributors"][1], "p_alone": 0.3}]})
+    assert "'mallory' 9 (expected 2.1) and 1 more above expectation" in alone.message and "'x'" not in alone.message
     in_class = pol._concentration({**conc, "top_class": "cat"})
     assert not in_class.passed and "20 most suspicious samples of class 'cat' come from" in in_class.message
     assert Policy.from_dict({"contributors": {"concentration_p": None}}).max_concentration_p is None

@@ -65,6 +65,9 @@ def test_planted_concentration_is_found_and_named():
     assert first["top"] == int(np.sum(who[top] == first["contributor"]))
     assert first["top"] > first["expected"] and first["n"] == int(np.sum(who == first["contributor"]))
     assert r.levels == top_levels(n, 60) and r.n_permutations == 999
+    from scipy.stats import poisson
+
+    assert first["p_alone"] == pytest.approx(poisson.sf(first["top"] - 1, first["expected"])) and first["p_alone"] < 0.01
     assert r.n_sets == len(r.levels) + 3 * 3                              # three classes of ~400: 2%, 5%, 10% each
 
 

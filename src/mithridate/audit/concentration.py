@@ -114,7 +114,9 @@ class ConcentrationResult:
     contributors : list of dict
         In that set: the contributors above their expectation, most excessive first (at most
         :data:`MAX_NAMED`), with ``contributor``, ``n`` (its samples), ``top`` (its samples in
-        the set), ``expected`` and ``deviance`` (its share of ``D``). Contributors with fewer than
+        the set), ``expected``, ``deviance`` (its share of ``D``) and ``p_alone`` (the Poisson
+        tail ``P(X >= top)`` for ``X ~ Poisson(expected)``: a guide to who stands out on its own,
+        not corrected for testing every contributor and set). Contributors with fewer than
         ``min_samples`` samples form one pooled group, listed as such (``pooled: True``): many
         small senders (sybils) can make the test fail together.
     n_permutations : int
@@ -219,6 +221,7 @@ def concentration_test(
     ConcentrationResult
     """
     import pandas as pd
+    from scipy.stats import poisson
 
     from mithridate.audit.diff import _str_or_none
 
@@ -353,7 +356,9 @@ def concentration_test(
                f"{n_pooled} contributor{'s' if n_pooled != 1 else ''} with fewer than {int(min_samples)} samples "
                "each (pooled)",
                "n": int(sizes[i]), "top": int(observed[best, i]), "expected": float(expected[best, i]),
-               "deviance": float(dev_obs[best, i])}
+               "deviance": float(dev_obs[best, i]),
+               # a guide to who stands out alone: P(Poisson(e) >= o), not corrected for the many looks
+               "p_alone": float(poisson.sf(observed[best, i] - 1, expected[best, i]))}
         if i == pooled:  # who in the group sent the set's samples, most first
             in_set = np.concatenate([ranked[c][:k] for c, k in sets[best].items()])
             mine = orig_code[in_set][code[in_set] == pooled]

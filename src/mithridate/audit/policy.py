@@ -488,8 +488,13 @@ class Policy:
             return PolicyResult(name, True, p, limit,
                                 f"the most suspicious samples are not concentrated in a few contributors beyond the "
                                 f"limit (most concentrated set: the {where}; {p_txt}; limit {limit:g})")
-        parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in named[:3]]
-        more = f" and {len(named) - 3} more" if len(named) > 3 else ""
+        # name those that stand out on their own (p_alone <= 0.05) when the result says which; the others
+        # above expectation are counted, not named
+        alone = [c for c in named if c.get("p_alone") is not None and float(c["p_alone"]) <= 0.05]
+        shown = (alone or named)[:3]
+        parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in shown]
+        rest = len(named) - len(shown)
+        more = f" and {rest} more above expectation" if rest > 0 else ""
         who = f": {', '.join(parts)}{more}" if parts else ""
         first = next((c for c in named if not c.get("pooled")), None)
         return PolicyResult(name, False, p, limit,

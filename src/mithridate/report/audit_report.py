@@ -287,8 +287,9 @@ def _concentration(conc: Any, policy: dict) -> Optional[dict]:
     limit = (policy.get("contributors") or {}).get("concentration_p")
     p = float(conc["p_value"])
     named = conc.get("contributors") or []
+    alone = [c for c in named if c.get("p_alone") is not None and float(c["p_alone"]) <= 0.05]  # as the policy names
     rows = [{"contributor": str(c["contributor"]), "top": int(c["top"]), "expected": f"{float(c['expected']):.1f}"}
-            for c in named[:5]]
+            for c in (alone or named)[:5]]
     cls = conc.get("top_class")
     return {"ran": True, "p": f"{p:.3g}", "k": int(conc.get("top_k") or 0), "n_perm": int(conc.get("n_permutations") or 0),
             "cls": None if cls is None else str(cls), "n_sets": int(conc.get("n_sets") or 0),
