@@ -314,6 +314,11 @@ def test_audit_tables_print_data_strings_as_text_not_markup(workdir, capsys, mon
                           "--out", workdir / "m1"], capsys, monkeypatch)
     assert code == 1, err
     assert "contributor_concentration" in out and "'[/bold]v3'" in out and "'[red]v7'" in out
+    df.loc[:9, "vendor"] = None                                          # rows nobody signed
+    df.to_csv(data, index=False)
+    code, out, err = run(["audit", data, "--label", "y", "--contributor", "vendor", "--no-ledger",
+                          "--out", workdir / "m0"], capsys, monkeypatch)
+    assert code == 1 and "note: 10 samples have no contributor (an empty 'vendor' cell)" in out
     code, out, err = run(["ledger", "contributors", "m", "--ledger", ledger], capsys, monkeypatch)
     assert code == 0, err
     assert "[/bold]v3" in out and "[red]v7" in out

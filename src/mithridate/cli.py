@@ -858,6 +858,10 @@ def audit(
         n_flag = int(res.findings["flagged"].sum())
         out.print(f"{n_flag} of {len(res.findings)} samples flagged. Outputs in {out_dir}: report.html, findings.csv, "
                   "summary.json", markup=False, highlight=False)
+        n_without = int(res.summary.get("n_without_contributor") or 0)
+        if contributor is not None and n_without:
+            out.print(f"note: {n_without} samples have no contributor (an empty {contributor!r} cell); the contributor "
+                      "checks leave them out", markup=False, highlight=False)
         split = [g for g in res.summary.get("subpopulations") or [] if g["share"] >= 0.25][:3]
         if split:
             out.print("note: classes split in two by spectral signatures (a backdoor's target class looks like this, "
