@@ -1391,25 +1391,17 @@ def _embedded_images(values: list, p: Path, image_col: str, size: Optional[tuple
                      grayscale: Optional[bool]) -> np.ndarray:
     """Decode the images a table holds in its cells (PNG/JPEG bytes) into N x C x H x W."""
     blobs = []
-    first: Optional[tuple[int, tuple[int, int]]] = None
-    all_grey = True
+    survey = _ImageSurvey(size)
     for row, value in enumerate(values):
         data = _embedded(value)
         where = f"{p}, data row {row} (column {image_col!r})"
         if data is None or not data:
             raise DataError(f"{where}: no image bytes in this cell (every row of an embedded-image column needs them)")
         blob = _Blob(data, where)
-        mode, h, w = _image_header(blob)
-        all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
-        if size is None:
-            if first is None:
-                first = (row, (h, w))
-            elif first[1] != (h, w):
-                raise DataError(f"images have different sizes: data row {first[0]} is {first[1][0]}x{first[1][1]} "
-                                f"(HxW) but data row {row} is {h}x{w}; pass size=(H, W) to resize them all")
+        survey.add(f"data row {row}", *_image_header(blob))
         blob.seek(0)
         blobs.append(blob)
-    grey = all_grey if grayscale is None else bool(grayscale)
+    grey = survey.grey(grayscale)
     return np.stack([_load_image(b, grey, size) for b in blobs]).astype(np.float32, copy=False)
 
 
@@ -1587,6 +1579,32 @@ def _collect_images(root: Path) -> dict[str, list[Path]]:
 _GREY_MODES = ("1", "L", "LA", "I", "F")
 
 
+class _ImageSurvey:
+    """What one pass over the image headers tells: whether every image is grey, and (when no
+    target ``size`` is given) that they all share one size -- for image files and for images
+    embedded in a table's cells alike."""
+
+    def __init__(self, size: Optional[tuple[int, int]]) -> None:
+        self.size = size
+        self.first: Optional[tuple[str, tuple[int, int]]] = None
+        self.all_grey = True
+
+    def add(self, name: str, mode: str, h: int, w: int) -> None:
+        self.all_grey = self.all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
+        if self.size is not None:
+            return
+        if self.first is None:
+            self.first = (name, (h, w))
+        elif self.first[1] != (h, w):
+            (n0, (h0, w0)) = self.first
+            raise DataError(f"images have different sizes: {n0} is {h0}x{w0} (HxW) but {name} is {h}x{w}; "
+                            "pass size=(H, W) to resize them all to one size")
+
+    def grey(self, grayscale: Optional[bool]) -> bool:
+        """Read as grey: as asked, else when every image is."""
+        return self.all_grey if grayscale is None else bool(grayscale)
+
+
 #: Largest image side ``size=`` accepts (a typo such as 100000 would otherwise allocate terabytes).
 MAX_IMAGE_SIDE = 4096
 
@@ -1664,21 +1682,10 @@ def _image_set(
     grayscale: Optional[bool],
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Read (file, class) pairs into an N x C x H x W array; check sizes, modes, corruption."""
-    first: Optional[tuple[Path, tuple[int, int]]] = None
-    all_grey = True
+    survey = _ImageSurvey(size)
     for f, _ in files:
-        mode, h, w = _image_header(f)
-        all_grey = all_grey and (mode in _GREY_MODES or mode.startswith("I;16"))
-        if size is None:
-            if first is None:
-                first = (f, (h, w))
-            elif first[1] != (h, w):
-                raise DataError(
-                    f"images have different sizes: {first[0].relative_to(root).as_posix()} is "
-                    f"{first[1][0]}x{first[1][1]} (HxW) but {f.relative_to(root).as_posix()} is "
-                    f"{h}x{w}; pass size=(H, W) to resize them all to one size"
-                )
-    grey = all_grey if grayscale is None else bool(grayscale)
+        survey.add(f.relative_to(root).as_posix(), *_image_header(f))
+    grey = survey.grey(grayscale)
     arrays = [_load_image(f, grey, size) for f, _ in files]
     X = np.stack(arrays).astype(np.float32, copy=False)
     ids = [f.relative_to(root).as_posix() for f, _ in files]
