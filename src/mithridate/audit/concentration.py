@@ -149,6 +149,27 @@ class ConcentrationResult:
                 "n_samples": int(self.n_samples), "reason": self.reason, "note": self.note}
 
 
+#: A named contributor "stands out on its own" when its Poisson tail ``p_alone`` is at most this.
+ALONE_P = 0.05
+
+
+def standouts(named: Sequence, limit: int) -> tuple:
+    """The contributors a message names, and how many others are above their expected count.
+
+    ``named`` are the rows of :attr:`ConcentrationResult.contributors`: those with ``p_alone`` at
+    most :data:`ALONE_P` when there are any (else the most excessive), at most ``limit`` of them.
+
+    >>> rows = [{"contributor": "a", "p_alone": 0.001}, {"contributor": "b", "p_alone": 0.3}]
+    >>> shown, more = standouts(rows, 3)
+    >>> [r["contributor"] for r in shown], more
+    (['a'], 1)
+    """
+    rows = [c for c in named if isinstance(c, dict)]
+    alone = [c for c in rows if c.get("p_alone") is not None and float(c["p_alone"]) <= ALONE_P]
+    shown = (alone or rows)[: max(int(limit), 0)]
+    return shown, len(rows) - len(shown)
+
+
 def top_levels(n: int, n_flagged: Optional[int] = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                min_top: int = 5) -> list:
     """The ladder of top-set sizes: ``⌈f·n⌉`` for each fraction, plus ``n_flagged``, within

@@ -488,12 +488,10 @@ class Policy:
             return PolicyResult(name, True, p, limit,
                                 f"the most suspicious samples are not concentrated in a few contributors beyond the "
                                 f"limit (most concentrated set: the {where}; {p_txt}; limit {limit:g})")
-        # name those that stand out on their own (p_alone <= 0.05) when the result says which; the others
-        # above expectation are counted, not named
-        alone = [c for c in named if c.get("p_alone") is not None and float(c["p_alone"]) <= 0.05]
-        shown = (alone or named)[:3]
+        from mithridate.audit.concentration import standouts
+
+        shown, rest = standouts(named, 3)  # those that stand out alone are named; the rest counted
         parts = [f"{str(c['contributor'])!r} {int(c['top'])} (expected {float(c['expected']):.1f})" for c in shown]
-        rest = len(named) - len(shown)
         more = f" and {rest} more above expectation" if rest > 0 else ""
         who = f": {', '.join(parts)}{more}" if parts else ""
         first = next((c for c in named if not c.get("pooled")), None)

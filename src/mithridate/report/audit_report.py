@@ -286,15 +286,16 @@ def _concentration(conc: Any, policy: dict) -> Optional[dict]:
         return {"ran": False, "fails": False, "reason": str(conc.get("reason") or "")}
     limit = (policy.get("contributors") or {}).get("concentration_p")
     p = float(conc["p_value"])
-    named = conc.get("contributors") or []
-    alone = [c for c in named if c.get("p_alone") is not None and float(c["p_alone"]) <= 0.05]  # as the policy names
+    from mithridate.audit.concentration import standouts
+
+    shown, more = standouts(conc.get("contributors") or [], 5)  # named as the policy names them
     rows = [{"contributor": str(c["contributor"]), "top": int(c["top"]), "expected": f"{float(c['expected']):.1f}"}
-            for c in (alone or named)[:5]]
+            for c in shown]
     cls = conc.get("top_class")
     return {"ran": True, "p": f"{p:.3g}", "k": int(conc.get("top_k") or 0), "n_perm": int(conc.get("n_permutations") or 0),
             "cls": None if cls is None else str(cls), "n_sets": int(conc.get("n_sets") or 0),
             "limit": None if limit is None else f"{float(limit):g}", "fails": limit is not None and p <= float(limit),
-            "rows": rows, "more": max(0, len(named) - len(rows))}
+            "rows": rows, "more": more}
 
 
 def _diff(result: Any) -> Optional[dict]:
