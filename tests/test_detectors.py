@@ -340,6 +340,23 @@ def test_split_score_without_a_clear_split_is_two_sided():
     assert det.flag().mean() < 0.01
 
 
+def test_split_score_without_a_clear_split_reads_every_candidate():
+    # no candidate direction splits the class clearly; four outliers lie far out along the top
+    # direction and four along the third: all eight must rank first. The |robust z| along the
+    # best-separating candidate alone (the earlier rule) ranked by an arbitrary direction here
+    # and put none of the eight in the top 8 for these seeds.
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(800, 6)) * np.array([5.0, 4.0, 3.0, 1.0, 1.0, 1.0])
+        X[:4, 0] = 35.0
+        X[4:8, 2] = -21.0
+        det = SpectralSignatures().fit(Dataset.from_arrays(X, np.repeat([0, 1], 400)))
+        assert not det.splits_[0]["oriented"]
+        assert set(np.argsort(-det.scores_[:400])[:8]) == set(range(8))
+        # the root mean square of robust z over the 2 x 3 candidates: near 1 for the Gaussian bulk
+        assert 0.8 < np.median(det.scores_[8:400]) < 1.2
+
+
 def test_split_score_on_binary_features():
     # tabular 0/1 columns: projections take few distinct values, tied across many samples
     rng = np.random.default_rng(6)

@@ -61,8 +61,15 @@ class SpectralSignatures(Detector):
            the whole training set's mean (median Mahalanobis distance): the trigger is a
            feature the rest of the data does not have. Each sample's score is its signed robust
            z-score measured from the *other* group (its median and MAD), positive towards the
-           suspect group. Without a clear split the score is the two-sided |robust z| over the
-           whole class.
+           suspect group. Without a clear split no candidate is more telling than the others,
+           and the score is the root mean square of the sample's robust z-scores along all
+           2·``n_candidates`` candidates (median and MAD over the whole class): a sample far out
+           along any of them stands out, and a clean Gaussian class gets values near 1. (The
+           |robust z| along the best-separating candidate alone, used before, ranks by an
+           arbitrary direction there: on backdoored digits at 1% -- 13 poisons in a target
+           class of ~140 whose best split was unclear in two of three seeds -- the AUROC inside
+           the target class was 0.83 and 0.39 in those seeds, 0.999 and 0.996 now; 0.76 and
+           0.42 -> 0.92 and 0.95 over all classes.)
         4. *Peeling* (``peel=True``). The reference group of an oriented class is split once
            more by steps 1-3 (its own candidates and whitening); when that split is at least as
            sharp as the class's own, the reference group's scores are replaced by the ones
@@ -261,8 +268,8 @@ class SpectralSignatures(Detector):
                 references[c] = idx[ref]
                 zc = robust_z(p, p[ref]) * (1.0 if poison_high else -1.0)
                 direction = direction if poison_high else -direction
-            else:
-                zc = np.abs(robust_z(p))
+            else:  # no candidate splits clearly: how far each sample lies along all of them
+                zc = _rms_robust_z(P)
             z[idx] = zc
             norm = float(np.linalg.norm(direction))
             directions[c] = (direction / norm if norm > 0 else direction)[None, :]
@@ -301,6 +308,17 @@ class _Lazy:
         if not self._done:
             self._value, self._done = self._compute(), True
         return self._value
+
+
+def _rms_robust_z(P: np.ndarray) -> np.ndarray:
+    """Root mean square over the columns of ``P`` (n x k) of each value's robust z-score in its
+    column (median, 1.4826·MAD; the standard deviation, or 1, where the MAD is 0)."""
+    med = np.median(P, axis=0)
+    dev = P - med
+    mad = 1.4826 * np.median(np.abs(dev), axis=0)
+    sd = P.std(axis=0)
+    scale = np.where(mad > 1e-12, mad, np.where(sd > 0, sd, 1.0))
+    return np.sqrt(np.mean((dev / scale) ** 2, axis=1))
 
 
 def _work_dtype(F: np.ndarray) -> Any:
