@@ -467,7 +467,7 @@ def test_saved_dataframe_index_is_not_a_feature(tmp_path):
         s = load_table(p, label="y")
     assert s.train.X.shape[1] == 2  # f1, f2
     kept = load_table(p, label="y", id_col="Unnamed: 0")  # or keep it as the ids
-    assert kept.train.X.shape[1] == 2 and set(kept.train.ids) <= set(range(20))
+    assert kept.train.X.shape[1] == 2 and set(kept.train.ids) <= {str(i) for i in range(20)}  # ids as written
     from mithridate.audit.pipeline import load_for_audit
 
     assert load_for_audit(p, label="y").dataset.X.shape[1] == 2
@@ -904,8 +904,15 @@ def test_npz_labels_as_a_column_or_one_hot(tmp_path):
 def test_table_labels_that_differ_by_spaces_warn_and_repeated_ids_name_their_rows(tmp_path):
     df = pd.DataFrame({"a": np.arange(8.0), "y": ["cat", "dog", "cat ", "dog"] * 2, "id": [f"s{i}" for i in range(8)]})
     df.to_csv(tmp_path / "t.csv", index=False)
-    with pytest.warns(UserWarning, match=r"differ only by spaces"):
+    with pytest.warns(UserWarning, match=r"differ only by case or spaces .*'cat' \(2\), 'cat ' \(2\)"):
         load_table(tmp_path / "t.csv", label="y", features=["a"], test_size=0.25)
+    # case variants too, every group named with its counts
+    df["y"] = ["cat", "dog", "Cat", "DOG ", "cat", "dog", "Cat", "DOG "]
+    df.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.warns(UserWarning) as record:
+        load_table(tmp_path / "c.csv", label="y", features=["a"], test_size=0.25)
+    msg = " ".join(str(w.message) for w in record)
+    assert "'cat' (2), 'Cat' (2)" in msg and "'dog' (2), 'DOG ' (2)" in msg
     df["id"] = ["s0", "s1", "s2", "s1", "s4", "s5", "s6", "s7"]
     df["y"] = ["cat", "dog"] * 4
     df.to_csv(tmp_path / "d.csv", index=False)
@@ -926,3 +933,54 @@ def test_boolean_label_column_gives_classes_true_and_false(tmp_path):
     assert s.train.classes == s.test.classes == ("False", "True")
     for part in (s.train, s.test):
         assert [part.classes[k] for k in part.y] == [str(bool(int(i) % 2)) for i in part.ids]
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_csv_ids_contributors_and_sources_are_read_as_written(tmp_path, sep):
+    # warehouse exports: zero-padded numeric ids, 20-digit ids, vendor codes like 007; a CSV must
+    # give the ids a Parquet string column gives (the ledger matches versions by id)
+    df = _toy_frame()
+    df["uid"] = [f"{i:07d}" for i in range(20)]
+    df["who"] = ["007", "010"] * 10
+    p = tmp_path / "t.csv"
+    df.to_csv(p, index=False, sep=sep)
+    s = load_table(p, label="y", features=["f1", "f2"], id_col="uid", contributor="who", test_size=0.25)
+    ids = sorted([*s.train.ids, *s.test.ids])
+    assert ids == [f"{i:07d}" for i in range(20)]
+    assert set(s.train.meta["contributor"]) == {"007", "010"}
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    sp = load_table(tmp_path / "t.parquet", label="y", features=["f1", "f2"], id_col="uid", test_size=0.25)
+    assert sorted([*sp.train.ids, *sp.test.ids]) == ids
+    df["uid"] = [str(98765432109876543210 + i) for i in range(20)]  # beyond int64
+    df.to_csv(p, index=False, sep=sep)
+    s = load_table(p, label="y", features=["f1", "f2"], id_col="uid", test_size=0.25)
+    assert "98765432109876543210" in set(s.train.ids) | set(s.test.ids)
+
+
+def test_integer_ids_beyond_int64_stay_text():
+    from mithridate.data.loaders import _plain_array
+
+    big = _plain_array(np.array([98765432109876543210, 1], dtype=object), "ids")
+    assert big.dtype.kind == "U" and big.tolist() == ["98765432109876543210", "1"]
+    assert _plain_array(np.array([3, 1], dtype=object), "ids").dtype == np.int64
+
+
+def test_csv_header_with_a_repeated_name_is_refused(tmp_path):
+    p = tmp_path / "dup.csv"
+    p.write_text("a,b,a,y\n1,2,3,0\n4,5,6,1\n1,2,3,0\n4,5,6,1\n")
+    with pytest.raises(DataError, match=r"the header names 'a' more than once"):
+        load_table(p, label="y")
+    q = tmp_path / "dotted.csv"  # a real column named like pandas' renaming is fine
+    q.write_text("a,a.1,y\n1,2,0\n4,5,1\n1,2,0\n4,5,1\n")
+    assert load_table(q, label="y", test_size=0.5).train.X.shape[1] == 2
+
+
+def test_empty_feature_column_and_non_utf8_file_say_what_to_do(tmp_path):
+    df = _toy_frame().drop(columns=["note", "who", "origin", "uid"])
+    df["blank"] = np.nan
+    df.to_csv(tmp_path / "nan.csv", index=False)
+    with pytest.raises(DataError, match=r"'blank' .* is empty \(every value missing"):
+        load_table(tmp_path / "nan.csv", label="y")
+    (tmp_path / "l1.csv").write_bytes("name,x,y\nJürgen,1,a\nZoë,2,b\nAna,3,a\nBo,4,b\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"not UTF-8 text .*iconv"):
+        load_table(tmp_path / "l1.csv", label="y", features=["x"])

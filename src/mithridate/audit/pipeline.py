@@ -344,7 +344,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
     size_hw = L._check_image_options(image_col, features, (label, id_col, contributor, source, text_col), size,
                                      grayscale)
-    df, p = L._read_table(p, progress=progress)
+    df, p = L._read_table(p, progress=progress, text_columns=(id_col, contributor, source))
     L._need_column(df, label, "label", p)
     if image_col is not None:
         X, files = L._table_images(df, p, image_col, size_hw, grayscale)
@@ -438,6 +438,7 @@ def _load_jsonl_full(p: Path, *, label: Optional[str], text: Optional[str], id_c
     rec = T._read_jsonl(p, text=text, label=label, id_col=id_col, contributor=contributor, source=source,
                         max_line_bytes=T.MAX_LINE_BYTES)
     T._check_label_count(rec.labels, p)
+    L._warn_spaced_labels(np.asarray(rec.labels, dtype=object), rec.label_key, p)
     with L._context(str(p)):
         y_idx, classes = encode_labels(np.asarray(rec.labels, dtype=object))
     X = _featurize_texts(rec.texts, p)
@@ -844,7 +845,7 @@ def run_audit(
         raise ConfigError(f"ledger must be a mithridate.audit.Ledger, got {type(ledger).__name__}")
     out_path = None if out_dir is None else Path(out_dir)
     if out_path is not None and out_path.exists() and not out_path.is_dir():
-        raise ConfigError(f"out_dir {out_path} exists and is not a folder")
+        raise ConfigError(f"out_dir {out_path} exists and is not a folder; name a folder for the outputs")
     rng = check_random_state(random_state)
     n_steps = 5 + int(pol.roni) + int(out_path is not None)
     with _Steps(progress, n_steps) as steps:
@@ -1136,7 +1137,7 @@ def write_outputs(result: AuditResult, out_dir: Union[str, os.PathLike], *, titl
     """
     out_path = Path(out_dir)
     if out_path.exists() and not out_path.is_dir():
-        raise ConfigError(f"out_dir {out_path} exists and is not a folder")
+        raise ConfigError(f"out_dir {out_path} exists and is not a folder; name a folder for the outputs")
     staged = _stage(result, out_path, title, _Steps(False, 1))
     result.outputs = _publish(staged, out_path)
     return result.outputs

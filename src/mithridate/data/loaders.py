@@ -924,7 +924,9 @@ def _plain_array(values: Any, what: str) -> np.ndarray:
     if all(isinstance(v, str) for v in items):
         return np.asarray(items, dtype=str)
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        return np.asarray(items, dtype=np.int64)
+        if all(-2**63 <= int(v) < 2**63 for v in items):
+            return np.asarray(items, dtype=np.int64)
+        return np.asarray([str(v) for v in items], dtype=str)  # beyond int64 (20-digit ids): as written
     raise DataError(
         f"{what} mix types ({sorted({type(v).__name__ for v in items})}); they must all be "
         "strings or all integers to be saved without pickling"
@@ -1041,11 +1043,14 @@ def _csv_separator(p: Path, kind: str) -> str:
 _COMMA_NUMBER = re.compile(r"^\s*[-+]?(\d+(,\d*)?|,\d+)([eE][-+]?\d+)?\s*$")
 
 
-def _comma_decimals(df: pd.DataFrame) -> pd.DataFrame:
+def _comma_decimals(df: pd.DataFrame, skip: Sequence[str] = ()) -> pd.DataFrame:
     """In a ``;``-separated file, text columns whose every value is a number written with a
-    decimal comma (``0,513``) become numbers; anything else stays as read."""
+    decimal comma (``0,513``) become numbers; anything else (and the columns in ``skip``) stays
+    as read."""
     out = df
     for col in df.columns:
+        if col in skip:
+            continue
         values = df[col]
         if not (values.dtype == object or pd.api.types.is_string_dtype(values.dtype)):
             continue
@@ -1079,7 +1084,8 @@ def _read_progress(enabled: bool, description: str, total: int, unit: str) -> It
         yield lambda n: bar.update(task, completed=n)
 
 
-def _read_chunked(p: Path, kind: str, progress: bool, sep: Optional[str]) -> pd.DataFrame:
+def _read_chunked(p: Path, kind: str, progress: bool, sep: Optional[str], text_columns: Sequence[str] = ()
+                  ) -> pd.DataFrame:
     """Read a large table in chunks (Parquet record batches, CSV row blocks) with a progress bar.
 
     The chunks are concatenated as pandas would have read the whole file (a column that is an
@@ -1104,17 +1110,45 @@ def _read_chunked(p: Path, kind: str, progress: bool, sep: Optional[str]) -> pd.
         total = p.stat().st_size
         with open(p, "rb") as raw, _read_progress(progress, f"reading {p.name}", total,
                                                   f"{total / 2**20:,.0f} MiB") as update:
-            reader = pd.read_csv(raw, sep=sep, chunksize=TABLE_CHUNK_ROWS,
-                                 compression=compression)
+            reader = pd.read_csv(raw, sep=sep, chunksize=TABLE_CHUNK_ROWS, compression=compression,
+                                 dtype=_as_text(text_columns))
             for chunk in reader:
                 parts.append(chunk)
                 update(raw.tell())
     return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
-def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, Path]:
+def _check_unique_header(p: Path, sep: Optional[str]) -> None:
+    """Refuse a CSV whose header names a column twice (pandas would read the second as 'x.1',
+    and which of them the label, id or a feature means is a guess)."""
+    try:
+        head = pd.read_csv(p, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    except Exception:  # the whole file was just read; a failure here leaves the check undone
+        return
+    seen, dup = set(), []
+    for h in head:
+        if h in seen and h not in dup:
+            dup.append(h)
+        seen.add(h)
+    if dup:
+        raise DataError(f"{p}: the header names {', '.join(repr(d) for d in dup[:5])} more than once; give every "
+                        "column its own name")
+
+
+def _as_text(columns: Sequence[str]) -> Optional[dict]:
+    """``read_csv``'s dtype= for columns read as written (absent columns are ignored by pandas)."""
+    return {c: str for c in columns if c is not None} or None
+
+
+def _read_table(path: PathLike, progress: bool = False, text_columns: Sequence[Optional[str]] = ()
+                ) -> tuple[pd.DataFrame, Path]:
     """Read a CSV / TSV / Parquet table whole; files over 64 MiB are read in chunks (with a bar
-    when ``progress``), which keeps the parser's working memory to one chunk."""
+    when ``progress``), which keeps the parser's working memory to one chunk.
+
+    ``text_columns`` (ids, contributors, sources) are read from a CSV as the text written there,
+    not parsed as numbers: ``0000091`` stays ``0000091`` (as in a Parquet string column), and a
+    20-digit id does not overflow. Parquet columns keep their stored types."""
+    text_columns = [c for c in text_columns if c is not None]
     p = _existing_file(path)
     kind = _table_kind(p)
     if p.stat().st_size == 0:
@@ -1122,20 +1156,25 @@ def _read_table(path: PathLike, progress: bool = False) -> tuple[pd.DataFrame, P
     sep = None if kind == "parquet" else _csv_separator(p, kind)
     try:
         if p.stat().st_size > TABLE_CHUNK_BYTES:
-            df = _read_chunked(p, kind, progress, sep)
+            df = _read_chunked(p, kind, progress, sep, text_columns)
         elif kind == "parquet":
             df = pd.read_parquet(p)
         else:
-            df = pd.read_csv(p, sep=sep)
+            df = pd.read_csv(p, sep=sep, dtype=_as_text(text_columns))
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty; it needs a header row and at least one data row") from None
     except pd.errors.ParserError as exc:
         msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not parse {p}: {msg}; check the delimiter and quoting") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"could not read {p} as {kind.upper()}: it is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
+    if kind != "parquet" and any(isinstance(c, str) and re.search(r"\.\d+$", c) for c in df.columns):
+        _check_unique_header(p, sep)  # pandas renames a repeated name 'x' to 'x.1': was it in the file?
     if sep == ";":
-        df = _comma_decimals(df)
+        df = _comma_decimals(df, skip=text_columns)
     if df.shape[1] == 0:
         raise DataError(f"{p} has no columns; it needs a header row and at least one data row")
     if len(df) == 0:
@@ -1206,6 +1245,10 @@ def _table_dataset(
     if na.any():
         rows, cols = np.nonzero(na)
         bad_cols = [features[c] for c in np.unique(cols)]
+        empty = [c for c in bad_cols if Xdf[c].isna().all()]
+        if empty:
+            raise DataError(f"feature column {empty[0]!r} in {p} is empty (every value missing; columns {empty}); "
+                            "leave it out of the features or fill it")
         raise DataError(
             f"feature column {bad_cols[0]!r} in {p} has missing values (first in data row "
             f"{int(rows[0])}; {int(na.any(axis=1).sum())} rows affected, columns {bad_cols}); "
@@ -1276,7 +1319,7 @@ def warn_skipped_columns(df: pd.DataFrame, skipped: list, p: Path, stacklevel: i
     of each (a '?' for a missing value, '1,001.0' with a thousands separator ...)."""
     def shown(c: str) -> str:
         bad = _first_non_number(df[c])
-        return f"{c!r} (e.g. {bad[:20]!r})" if bad is not None else repr(c)
+        return f"{c!r} (e.g. {bad if len(bad) <= 32 else bad[:29] + '...'!r})" if bad is not None else repr(c)
 
     text = ", ".join(shown(c) for c in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
     warnings.warn(f"{p}: non-numeric columns are not used as features: {text}; name the feature columns "
@@ -1284,18 +1327,26 @@ def warn_skipped_columns(df: pd.DataFrame, skipped: list, p: Path, stacklevel: i
                   stacklevel=stacklevel + 1)
 
 
-def _warn_spaced_labels(y: np.ndarray, label: str, p: Path) -> None:
-    """Warn when label values differ only by spaces around them ('benign' and 'benign '): they
-    stay separate classes, which is rarely what the data meant."""
+def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4) -> None:
+    """Warn when label values differ only by case or by spaces around them ('benign', 'Benign'
+    and 'benign '): they stay separate classes, which is rarely what the data meant (and a
+    detector then reads the odd spellings as rare classes of their own). Every such group is
+    named, with its counts."""
     if y.dtype.kind not in "OU":
         return
+    values = pd.Series(y).dropna().astype(str)
+    counts = values.value_counts(sort=False)
     groups: dict = {}
-    for v in pd.unique(pd.Series(y).dropna().astype(str)):
-        groups.setdefault(v.strip(), []).append(v)
+    for v in counts.index:
+        groups.setdefault(v.strip().casefold(), []).append(v)
     clash = [vs for vs in groups.values() if len(vs) > 1]
-    if clash:
-        warnings.warn(f"{p}: label values {clash[0]!r} in column {label!r} differ only by spaces around them and are "
-                      "kept as different classes; strip that column if they are one class", UserWarning, stacklevel=4)
+    if not clash:
+        return
+    shown = "; ".join(", ".join(f"{v!r} ({int(counts[v]):,})" for v in vs) for vs in clash[:5])
+    more = f"; and {len(clash) - 5} more groups" if len(clash) > 5 else ""
+    warnings.warn(f"{p}: label values in column {label!r} differ only by case or spaces and are kept as "
+                  f"different classes: {shown}{more}; normalise that column (e.g. strip and lower-case it) if "
+                  "they are one class", UserWarning, stacklevel=stacklevel)
 
 
 def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, size: Any,
@@ -1487,7 +1538,7 @@ def load_table(
     if task not in ("classification", "regression"):
         raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
     size_hw = _check_image_options(image_col, features, (label, id_col, contributor, source), size, grayscale)
-    df, p = _read_table(path)
+    df, p = _read_table(path, text_columns=(id_col, contributor, source))
     reserved = {c for c in (label, id_col, contributor, source) if c is not None}
     if image_col is not None:
         features = []
@@ -1524,14 +1575,14 @@ def load_table(
         full = _table_dataset(df, p, classes=None, min_classes=1, task="regression", images=pixels(df, p), **common)
         if test_path is None:
             return _split_dataset(full, test_size, random_state, name=name, source=str(p))
-        df_test, p_test = _read_table(test_path)
+        df_test, p_test = _read_table(test_path, text_columns=(id_col, contributor, source))
         test = _table_dataset(df_test, p_test, classes=None, min_classes=1, task="regression",
                               images=pixels(df_test, p_test), **common)
         return DatasetSplits(train=full, test=test, name=name, source=str(p))
     if test_path is None:
         full = _table_dataset(df, p, classes=None, min_classes=2, images=pixels(df, p), **common)
         return _split_dataset(full, test_size, random_state, name=name, source=str(p))
-    df_test, p_test = _read_table(test_path)
+    df_test, p_test = _read_table(test_path, text_columns=(id_col, contributor, source))
     _need_column(df_test, label, "label", p_test)
     with _context(f"{p} and {p_test}"):
         shared = _shared_classes(

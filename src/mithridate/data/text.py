@@ -776,6 +776,7 @@ def load_jsonl(
     read.update(text=rec.text_key, label=rec.label_key)  # a test file must use the same keys
     name = _jsonl_stem(p)
     _check_label_count(rec.labels, p)
+    _loaders._warn_spaced_labels(np.asarray(rec.labels, dtype=object), rec.label_key, p, stacklevel=3)
     if test_path is None:
         with _loaders._context(str(p)):
             y_idx, classes = encode_labels(np.asarray(rec.labels, dtype=object))
