@@ -378,3 +378,34 @@ def test_library_error_words_become_cli_options():
     assert _cli_words("give size=(H, W)") == "give --size HxW"
     assert _cli_words("the id_col= / --id-col option") == "the --id-col option"
     assert _cli_words("a label= value; the context= key") == "a label= value; the context= key"  # left alone
+
+
+def test_ledger_commands_do_not_create_a_mistyped_ledger_and_audit_says_which_it_used(tmp_path, capsys, monkeypatch):
+    from sklearn.datasets import load_breast_cancer
+
+    missing = tmp_path / "ledgr.sqlite"
+    code, _, err = run(["ledger", "datasets", "--ledger", missing], capsys, monkeypatch)
+    assert code == 2 and "no ledger at" in err and not missing.exists()
+    df = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "y"})
+    for day, rows in (("05", slice(0, 200)), ("06", slice(10, 210))):
+        df.iloc[rows].to_csv(tmp_path / f"reviews-2026-12-{day}.csv", index=False)
+    ledger = tmp_path / "ledger.sqlite"
+    code, out, _ = run(["audit", tmp_path / "reviews-2026-12-05.csv", "--label", "y", "--ledger", ledger,
+                        "--out", tmp_path / "o1"], capsys, monkeypatch)
+    assert code in (0, 1)
+    assert "(created by this audit)" in out and "dataset 'reviews-2026-12-05', version 1" in out
+    # the next day's file without --name: a second one-version dataset, and the terminal says so
+    code, out, _ = run(["audit", tmp_path / "reviews-2026-12-06.csv", "--label", "y", "--ledger", ledger,
+                        "--out", tmp_path / "o2"], capsys, monkeypatch)
+    assert "'reviews-2026-12-06' is new to this ledger" in " ".join(out.split()) and "created by" not in out
+    code, out, _ = run(["audit", tmp_path / "reviews-2026-12-06.csv", "--label", "y", "--ledger", ledger,
+                        "--name", "reviews-2026-12-05", "--out", tmp_path / "o3"], capsys, monkeypatch)
+    assert "compared with version 1" in " ".join(out.split())
+
+
+def test_tables_are_not_cut_to_80_columns_in_logs():
+    import io
+
+    from mithridate.cli import _log_width
+
+    assert _log_width(io.StringIO()) == 160  # a pipe / CI log

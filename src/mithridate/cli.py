@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -51,11 +52,25 @@ ledger_app = typer.Typer(help="The provenance ledger: audited datasets, their ve
 app.add_typer(ledger_app, name="ledger")
 LedgerOpt = typer.Option(None, "--ledger", help="Ledger database: a SQLite file or any SQLAlchemy URL (default: $MITHRIDATE_LEDGER, else ~/.local/share/mithridate/ledger.sqlite).")
 
-out = Console()
-err = Console(stderr=True)
+
+def _log_width(stream: Any) -> Optional[int]:
+    """Width of a console writing to ``stream``: rich's own choice on a terminal or when
+    $COLUMNS is set; 160 columns otherwise (a CI log or a pipe), where rich's 80 cut ids and
+    contributor names in the tables (``vend…``)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return None if tty or os.environ.get("COLUMNS", "").strip() else 160
+
+
+out = Console(width=_log_width(sys.stdout))
+err = Console(stderr=True, width=_log_width(sys.stderr))
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.3f}"
     return str(v)
@@ -825,7 +840,8 @@ def audit(
     change since the last audited version), records the audit in
     the ledger (one transaction) and writes report.html, findings.csv and summary.json to --out.
     Usage errors exit with 2. Example for a nightly job: `mithridate audit data/v42.csv --label y
-    --contributor vendor --name training-set || exit 1`.
+    --contributor vendor --name training-set` and stop the pipeline unless it exits 0 (1: the data failed
+    the policy, 2: the command could not run).
     """
     from mithridate.audit.pipeline import run_audit
     from mithridate.audit.policy import Policy
@@ -838,12 +854,15 @@ def audit(
     ds_name = name or inp.dataset.name
     kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
                   progress=not as_json, feature_names=inp.options.get("features"))
+    others, created = [], False
     if no_ledger:
         res = run_audit(inp.dataset, ledger=None, **kwargs)
     else:
         from mithridate.audit import Ledger
 
         with Ledger(ledger_url) as led:
+            others = [n for n in led.datasets()["name"].tolist() if n != ds_name]
+            created = led.upgraded_from == 0
             res = run_audit(inp.dataset, ledger=led, **kwargs)
     if as_json:
         _print_json(res.summary)
@@ -858,6 +877,19 @@ def audit(
         n_flag = int(res.findings["flagged"].sum())
         out.print(f"{n_flag} of {len(res.findings)} samples flagged. Outputs in {out_dir}: report.html, findings.csv, "
                   "summary.json", markup=False, highlight=False)
+        led_info = res.summary.get("ledger")
+        if led_info:
+            prev = (res.summary.get("diff") or {}).get("base_version")
+            against = (f"compared with version {prev}" if prev is not None else
+                       "the same content as an audited version" if led_info.get("reused_version") else
+                       "its first version: nothing to compare with")
+            out.print(f"ledger {led_info.get('url')}{' (created by this audit)' if created else ''}: dataset "
+                      f"{ds_name!r}, version {led_info.get('version')} ({against})", markup=False, highlight=False)
+            if prev is None and not led_info.get("reused_version") and others:
+                shown = ", ".join(repr(n) for n in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+                out.print(f"note: {ds_name!r} is new to this ledger, which holds {len(others)} other dataset"
+                          f"{'s' if len(others) > 1 else ''} ({shown}); the change checks compare versions of one name: "
+                          "pass the same --name to every audit of one training set", markup=False, highlight=False)
         n_without = int(res.summary.get("n_without_contributor") or 0)
         if contributor is not None and n_without:
             out.print(f"note: {n_without} samples have no contributor (an empty {contributor!r} cell); the contributor "
@@ -928,7 +960,7 @@ def _df_out(df, title: str, as_json: bool, columns: Optional[list] = None) -> No
 def _open_ledger(url: Optional[str]):
     from mithridate.audit import Ledger
 
-    return Ledger(url)
+    return Ledger(url, must_exist=True)  # the ledger commands only read: a mistyped path must not create one
 
 
 @ledger_app.command("datasets")
@@ -1037,7 +1069,7 @@ def _cli_warning(message, category, filename, lineno, line=None) -> str:
 _CLI_WORDS = ((r"\bsize=\(H, W\)", "--size HxW"), (r"\boverwrite=True", "--overwrite"),
               (r"\blabel=<", "--label <"), (r"\bbudget=", "--budget "), (r"\bid_col=", "--id-col"),
               (r"\btext=(?= |$)", "--text"), (r"\btext=<", "--text <"), (r"\btest_size\b", "--test-size"), (r"\bimage_col\b", "--images"),
-              (r"\bmanifest=PATH", "--manifest PATH"))
+              (r"\bmanifest=PATH", "--manifest PATH"), (r"\bout_dir (?=\S)", "--out "))
 
 
 def _cli_words(message: str) -> str:

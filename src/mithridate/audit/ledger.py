@@ -369,6 +369,10 @@ class Ledger:
         ``~/.local/share/mithridate/ledger.sqlite``.
     echo : bool, default=False
         Log SQL statements (SQLAlchemy's ``echo``).
+    must_exist : bool, default=False
+        Refuse (:class:`LedgerError`) a SQLite file that does not exist yet instead of creating
+        it: for commands that only read the ledger, where a mistyped path would otherwise show an
+        empty new ledger.
 
     Attributes
     ----------
@@ -394,13 +398,18 @@ class Ledger:
     >>> ledger.close()
     """
 
-    def __init__(self, url: Union[str, Path, None] = None, *, echo: bool = False) -> None:
+    def __init__(self, url: Union[str, Path, None] = None, *, echo: bool = False, must_exist: bool = False) -> None:
         create_dir = False
         if url is None:
             url = default_ledger_url()
             create_dir = not os.environ.get(ENV_VAR, "").strip()
         self._url = self._parse_url(url)
         self.url = _safe(self._url)
+        if must_exist and self._url.drivername.startswith("sqlite"):
+            db = self._url.database or ""
+            if db and db != ":memory:" and not self._url.query.get("uri") and not Path(db).exists():
+                raise LedgerError(f"no ledger at {db} (nothing has been audited there; the first `mithridate audit` "
+                                  "with this --ledger creates it): check --ledger / $MITHRIDATE_LEDGER")
         self._engine = self._create_engine(self._url, create_dir=create_dir, echo=echo)
         self.upgraded_from: Optional[int] = None
         try:
