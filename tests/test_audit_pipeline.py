@@ -546,6 +546,14 @@ def test_sanitize_refuses_the_input_and_existing_outputs(tmp_path):
     assert not (tmp_path / "o.csv.gz").exists()
     res2 = sanitize(p, tmp_path / "o.csv.gz", label="diagnosis", manifest=tmp_path / "o.gz.removed.csv", progress=False)
     assert res2.manifest_json == tmp_path / "o.gz.manifest.json" and res2.manifest_json.exists()
+    # the gzip header names the output (gunzip -N restores it), not the temporary file it was written as
+    import gzip
+
+    head = (tmp_path / "o.csv.gz").read_bytes()[:64]
+    assert b"o.csv\x00" in head and b".part" not in head
+    assert len(pd.read_csv(tmp_path / "o.csv.gz")) == res2.n_kept
+    with gzip.open(tmp_path / "o.csv.gz", "rt") as fh:
+        assert fh.readline().strip() == p.read_text().splitlines()[0]
 
 
 def test_sanitize_npz_and_parquet(tmp_path):

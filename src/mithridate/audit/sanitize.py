@@ -49,7 +49,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -368,13 +368,27 @@ def _write_table(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
         if kind == "parquet":
             kept.to_parquet(tmp, index=False)
         else:
-            comp = "gzip" if out.name.lower().endswith(".gz") else None
             bom, crlf, header = _text_layout(p)
             # an empty header cell (a saved index) is read as 'Unnamed: 0': write it back empty
             kept = kept.set_axis([c if c in header or not re.fullmatch(r"Unnamed: \d+", c) else "" for c in kept.columns],
                                  axis=1)
-            kept.to_csv(tmp, sep=sep, index=False, compression=comp, encoding="utf-8-sig" if bom else "utf-8",
-                        lineterminator="\r\n" if crlf else "\n")
+            with _sink(tmp, out) as fh:
+                kept.to_csv(fh, sep=sep, index=False, encoding="utf-8-sig" if bom else "utf-8",
+                            lineterminator="\r\n" if crlf else "\n")
+
+
+@contextlib.contextmanager
+def _sink(tmp: Path, out: Path) -> Iterator[Any]:
+    """A binary file at ``tmp`` (the temporary name of ``out``), gzip-compressed when ``out``
+    ends in .gz, with ``out``'s name in the gzip header (not the temporary one)."""
+    import gzip
+
+    with open(tmp, "wb") as raw:
+        if out.name.lower().endswith(".gz"):
+            with gzip.GzipFile(filename=out.name, mode="wb", fileobj=raw) as gz:
+                yield gz
+        else:
+            yield raw
 
 
 def _text_layout(p: Path) -> tuple[bool, bool, str]:
@@ -391,7 +405,6 @@ def _text_layout(p: Path) -> tuple[bool, bool, str]:
 
 def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
     """Copy the file line by line, byte for byte, without the removed records' lines."""
-    import gzip
 
     from mithridate.data.text import _open_lines
 
@@ -399,8 +412,7 @@ def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
     last = int(inp.rows.max())
     lineno = 0
     with atomic_path(out) as tmp:
-        sink = gzip.open(tmp, "wb") if out.name.lower().endswith(".gz") else open(tmp, "wb")
-        with _open_lines(inp.path) as src, sink as dst:
+        with _open_lines(inp.path) as src, _sink(tmp, out) as dst:
             for raw in src:
                 lineno += 1
                 if lineno not in drop:
@@ -492,5 +504,5 @@ def _write_dataset(ds: Dataset, out: Path, kind: str) -> None:
         if kind == "parquet":
             df.to_parquet(tmp, index=False)
         else:
-            comp = "gzip" if out.name.lower().endswith(".gz") else None
-            df.to_csv(tmp, sep="," if kind == "csv" else "\t", index=False, compression=comp)
+            with _sink(tmp, out) as fh:
+                df.to_csv(fh, sep="," if kind == "csv" else "\t", index=False)
