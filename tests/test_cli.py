@@ -409,3 +409,16 @@ def test_tables_are_not_cut_to_80_columns_in_logs():
     from mithridate.cli import _log_width
 
     assert _log_width(io.StringIO()) == 160  # a pipe / CI log
+
+
+def test_id_option_has_the_short_spelling_the_issue_uses(tmp_path, capsys, monkeypatch):
+    from sklearn.datasets import load_breast_cancer
+
+    df = load_breast_cancer(as_frame=True).frame.rename(columns={"target": "y"}).iloc[:150]
+    df.insert(0, "pid", [f"{i:06d}" for i in range(150)])
+    df.to_csv(tmp_path / "t.csv", index=False)
+    code, _, err = run(["audit", tmp_path / "t.csv", "--label", "y", "--id", "pid", "--no-ledger",
+                        "--out", tmp_path / "o"], capsys, monkeypatch)
+    assert code in (0, 1), err
+    ids = pd.read_csv(tmp_path / "o" / "findings.csv", dtype=str)["id"]
+    assert sorted(ids) == [f"{i:06d}" for i in range(150)]  # --id as --id-col, zeros kept

@@ -152,7 +152,7 @@ DataArg = typer.Argument(..., help="A bundled dataset name (see `mithridate data
                                    "image folder with one sub-folder per class.")
 LabelOpt = typer.Option(None, "--label", help="Label column (tables; required there) or JSONL key (default: the first of label, labels, sentiment, category, class, target, ... on the first line).")
 FeaturesOpt = typer.Option(None, "--features", help="Comma-separated feature columns (tables; default: all numeric).")
-IdOpt = typer.Option(None, "--id-col", help="Column holding stable sample ids (tables).")
+IdOpt = typer.Option(None, "--id-col", "--id", help="Column holding stable sample ids (tables).")
 ImagesOpt = typer.Option(None, "--images", help="Tables: a column of image paths, relative to the table's folder (a manifest: file, label, vendor ...); the images are read as an image folder's would be.")
 JsonlTextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line).")
 SizeOpt = typer.Option(None, "--size", help="Images: resize every image to HEIGHTxWIDTH (e.g. 28x28, or 28); needed when they differ in size.")
