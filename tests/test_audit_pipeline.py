@@ -195,6 +195,13 @@ def test_previous_without_ledger_gives_a_diff():
     assert r.summary["diff"]["counts"]["relabelled"] == 3
     assert r.summary["diff"]["ids"]["relabelled"] == ["s0", "s1", "s2"]
     assert "relabelled (was" in r.findings.loc[0, "reasons"]
+    # s0, s1, s2 come from c0, c1, c2; relabel 6 of c4's samples too: the check names who sent them
+    y[[4, 14, 24, 34, 44, 54]] = 1 - y[[4, 14, 24, 34, 44, 54]]
+    r = run_audit(v1.replace(y=y), name="bc", previous=v1, progress=False)
+    assert r.summary["diff"]["relabelled_by_contributor"] == {"c4": 6, "c0": 1, "c1": 1, "c2": 1}
+    check = {p.name: p for p in r.policy_results}["relabelled_share"]
+    assert not check.passed and check.subject == "c4"
+    assert check.message.endswith("sent by 'c4' 6, 'c0' 1, 'c1' 1 and 1 more")
 
 
 def test_bad_arguments():
@@ -634,7 +641,7 @@ def test_image_manifest_audit_with_contributors_and_sanitize(tmp_path):
     again = load_for_audit(out, label="digit", image_col="path", contributor="vendor", text_col="vendor")
     assert len(again.dataset) == cleaned.n_kept
     assert list(again.dataset.meta["display_text"][:3]) == list(kept["vendor"][:3])  # a caption per picture
-    with pytest.raises(ConfigError, match="image_col only apply to tables"):
+    with pytest.raises(ConfigError, match="image_col applies only to tables"):
         load_for_audit("wine", image_col="path")
 
 
@@ -728,7 +735,7 @@ def test_bad_image_folders_fail_with_one_line(tmp_path):
     (root / "b" / "3.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image"):
         load_for_audit(root, size=8)
-    with pytest.raises(ConfigError, match="only apply to tables"):
+    with pytest.raises(ConfigError, match="appl(y|ies) only to tables"):
         load_for_audit(root, label="x")
 
 
@@ -768,3 +775,30 @@ def test_report_heads_table_values_with_the_column_names(tmp_path):
     assert "mean radius" in html and "&lt;b&gt;texture&lt;/b&gt;" in html and "<b>texture" not in html
     # names that do not fit the columns are ignored
     assert "feature_names" not in run_audit(inp.dataset, name="t", progress=False, feature_names=["a"]).summary
+
+
+def test_image_manifest_path_can_be_the_id_and_train_folder_notes(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "pics").mkdir()
+    rows = []
+    for i in range(24):
+        Image.fromarray((rng.random((8, 8)) * 255).astype("uint8")).save(tmp_path / "pics" / f"{i:03d}.png")
+        rows.append({"file": f"pics/{i:03d}.png", "label": "ab"[i % 2], "who": f"w{i % 3}"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    inp = load_for_audit(tmp_path / "m.csv", label="label", image_col="file", id_col="file", contributor="who")
+    assert list(inp.dataset.ids[:2]) == ["pics/000.png", "pics/001.png"]
+    with pytest.raises(ConfigError, match="it can be the id"):
+        load_for_audit(tmp_path / "m.csv", label="file", image_col="file")
+    # a folder with train/ and test/: train/ is audited and the rest is named; empty class folders too
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((8, 8)) * 255).astype("uint8")).save(tmp_path / "f" / split / c / f"{i}.png")
+    (tmp_path / "f" / "train" / "empty").mkdir()
+    with pytest.warns(UserWarning) as record:
+        inp = load_for_audit(tmp_path / "f")
+    msgs = " ".join(str(w.message) for w in record)
+    assert len(inp.dataset) == 12 and "4 images in test/ are not audited" in msgs and "'empty' holds no images" in msgs

@@ -422,3 +422,10 @@ def test_id_option_has_the_short_spelling_the_issue_uses(tmp_path, capsys, monke
     assert code in (0, 1), err
     ids = pd.read_csv(tmp_path / "o" / "findings.csv", dtype=str)["id"]
     assert sorted(ids) == [f"{i:06d}" for i in range(150)]  # --id as --id-col, zeros kept
+
+
+def test_version_prints_and_exits_0(capsys, monkeypatch):
+    from mithridate import __version__
+
+    code, out, err = run(["--version"], capsys, monkeypatch)
+    assert code == 0 and out.strip() == f"mithridate {__version__}" and not err

@@ -163,11 +163,16 @@ ClassesOpt = typer.Option(None, "--classes", help="Keep only these classes, comm
 TaskOpt = typer.Option(None, "--task", help="classification or regression (tables and .npz; bundled sets know their task).")
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True)) -> None:
-    if version:
-        out.print(f"mithridate {__version__}")
+def _print_version(value: bool) -> None:
+    if value:  # an eager option's callback runs while parsing, before click asks for a command
+        out.print(f"mithridate {__version__}", markup=False, highlight=False)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                       callback=_print_version)) -> None:
+    pass
 
 
 # demo -----------------------------------------------------------------------------------------
@@ -696,7 +701,7 @@ def detect(
     model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA when the detector reads a model."),
     layer: str = typer.Option("penultimate", "--layer", help="Model layer whose activations are scored."),
     input_: str = typer.Option("auto", "--input", help="What the detector reads: model (a network's --layer), raw (the features as they are) or auto (raw for label/outlier detectors, model otherwise)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Assumed max poisoned fraction per class: flag the top 1.5*budget of each class. Default: the detector's budget-free rule."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Assumed max poisoned fraction of any class: flag the top 1.5*budget of each class (Tran et al.; a class that is mostly poison needs a larger budget). Default: the detector's budget-free rule."),
     scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
@@ -890,6 +895,11 @@ def audit(
                 out.print(f"note: {ds_name!r} is new to this ledger, which holds {len(others)} other dataset"
                           f"{'s' if len(others) > 1 else ''} ({shown}); the change checks compare versions of one name: "
                           "pass the same --name to every audit of one training set", markup=False, highlight=False)
+        if not res.summary.get("contributors"):
+            out.print("note: no contributor column (--contributor): the checks that name a bad contributor (flagged "
+                      "share, reputation, concentration) did not run, and a poisoned minority passes unless it fails a "
+                      "class or overall share (images get contributors from a table of file, label and contributor: "
+                      "--images COL)", markup=False, highlight=False)
         n_without = int(res.summary.get("n_without_contributor") or 0)
         if contributor is not None and n_without:
             out.print(f"note: {n_without} samples have no contributor (an empty {contributor!r} cell); the contributor "
@@ -911,7 +921,7 @@ def sanitize(
     data: str = AuditDataArg,
     out_path: Path = typer.Option(..., "--out", help="Where to write the cleaned data, in the input's format (never the input itself)."),
     policy: Optional[Path] = PolicyOpt,
-    budget: Optional[float] = typer.Option(None, "--budget", help="Remove the top BUDGET share by ensemble score instead of the flags."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Remove the BUDGET share of all samples with the highest ensemble scores (over the whole set, not per class as `detect --budget`) instead of the flags."),
     drop_contributors: bool = typer.Option(False, "--drop-contributors", help="Also remove every sample of contributors the policy fails."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="The CSV of removed samples (default: OUT's name ending in .removed.csv; the JSON manifest goes beside it)."),

@@ -320,7 +320,7 @@ def load_for_audit(
 def _refuse_options(opts: dict, what: str) -> None:
     given = [k for k, v in opts.items() if v is not None]
     if given:
-        raise ConfigError(f"{', '.join(given)} only apply to tables, not to {what}")
+        raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to tables, not to {what}")
 
 
 def _concat(a: Dataset, b: Dataset) -> Dataset:
@@ -342,7 +342,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
 
     if not isinstance(label, str) or not label:
         raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
-    size_hw = L._check_image_options(image_col, features, (label, id_col, contributor, source, text_col), size,
+    size_hw = L._check_image_options(image_col, features, (label, contributor, source, text_col), size,  # the path may be the id
                                      grayscale)
     df, p = L._read_table(p, progress=progress, text_columns=(id_col, contributor, source))
     L._need_column(df, label, "label", p)
@@ -496,6 +496,18 @@ def _load_images(root: Path, *, size: Any, grayscale: Optional[bool]) -> AuditIn
     found = L._collect_images(base)
     if not found:
         raise DataError(f"no images found in class sub-folders of {root}; expected root/<class>/<image>")
+    empty = [d.name for d in L._class_dirs(base) if d.name not in found]
+    if empty:
+        warnings.warn(f"{base}: class folder{'s' if len(empty) > 1 else ''} {', '.join(repr(e) for e in empty[:5])}"
+                      f"{' ...' if len(empty) > 5 else ''} hold{'s' if len(empty) == 1 else ''} no images and "
+                      f"{'is' if len(empty) == 1 else 'are'} left out", UserWarning, stacklevel=3)
+    if base is train_dir:
+        others = [d for d in L._class_dirs(root) if d != train_dir and L._collect_images(d)]
+        if others:
+            n = sum(len(v) for d in others for v in L._collect_images(d).values())
+            warnings.warn(f"{root}: the audit reads train/ (the training set); {n:,} images in "
+                          f"{', '.join(d.name + '/' for d in others)} are not audited (audit that folder on its own "
+                          "if it is trained on too)", UserWarning, stacklevel=3)
     files = [(f, c) for c in sorted(found) for f in found[c]]
     X, ids, labels = L._image_set(root, files, size=size_hw, grayscale=grayscale)
     name = root.resolve().name or "images"
@@ -1011,6 +1023,10 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             d["n_new_flagged"] = int(flags[st == "new"].sum())
             d["n_relabelled_flagged"] = int(flags[st == "relabelled"].sum())
             d["relabelled"] = _json_safe(diff.relabelled.head(DIFF_IDS).to_dict(orient="records"))
+            if has_contrib:  # who sent the relabelled samples (a relabelling vendor is a classic signal)
+                by = pd.Series([c for c, s_ in zip(contributors, st) if s_ == "relabelled" and c is not None],
+                               dtype=object).value_counts()
+                d["relabelled_by_contributor"] = {str(k): int(v) for k, v in by.head(20).items()}
             diff_summary = d
         top = findings[findings["flagged"]].sort_values("ensemble_score", ascending=False, kind="stable")
         summary = {

@@ -392,10 +392,17 @@ class Policy:
             else:
                 r, n_old = int(counts.get("relabelled", 0)), int(counts.get("n_old", 0))
                 share = r / n_old if n_old else (1.0 if r else 0.0)
+                by = diff.get("relabelled_by_contributor") or {}
+                who = ""
+                if r and by:
+                    items = list(by.items())
+                    who = "; sent by " + ", ".join(f"{k!r} {v}" for k, v in items[:3]) + (
+                        f" and {len(items) - 3} more" if len(items) > 3 else "")
                 out.append(PolicyResult(
                     "relabelled_share", share <= self.max_relabelled_share, share, self.max_relabelled_share,
                     f"{r} samples relabelled since the previous version ({_pct(share)} of its {n_old}; "
-                    f"limit {_pct(self.max_relabelled_share)})"))
+                    f"limit {_pct(self.max_relabelled_share)}){who}",
+                    subject=items[0][0] if r and by and share > self.max_relabelled_share else None))
         if self.max_new_flagged_share is not None:
             n_new = int(counts.get("new", 0)) if has_prev else 0
             if not has_prev:
@@ -425,6 +432,8 @@ class Policy:
             names = ", ".join(f"{str(g[key])!r} {int(g['flagged'])} of {int(g['n'])}" for g in small[:5])
             small_txt = (f"; {len(small)} {what if len(small) == 1 else plural} with fewer than {min_n} samples "
                          f"over the limit, not counted: {names}" + (" ..." if len(small) > 5 else ""))
+        if not groups and what == "contributor":  # as reputation and concentration say it
+            return PolicyResult(name, True, None, limit, "no contributor information")
         if not eligible:
             return PolicyResult(name, True, None, limit, f"no {what} has at least {min_n} samples{small_txt}")
         worst = max(eligible, key=lambda g: (int(g["flagged"]) / int(g["n"]), int(g["n"])))

@@ -1361,7 +1361,8 @@ def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, 
     if features is not None:
         raise ConfigError("features and image_col exclude each other: with image_col the images are the features")
     if image_col in roles:
-        raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/id/contributor/source/text")
+        raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/contributor/source/text "
+                          "(it can be the id: the file paths then name the samples)")
     return _check_size(size)
 
 
@@ -1537,7 +1538,7 @@ def load_table(
                 raise ConfigError(f"{role} column {col!r} is also listed in features; remove it from features")
     if task not in ("classification", "regression"):
         raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
-    size_hw = _check_image_options(image_col, features, (label, id_col, contributor, source), size, grayscale)
+    size_hw = _check_image_options(image_col, features, (label, contributor, source), size, grayscale)  # id: the path may be it
     df, p = _read_table(path, text_columns=(id_col, contributor, source))
     reserved = {c for c in (label, id_col, contributor, source) if c is not None}
     if image_col is not None:
