@@ -266,3 +266,33 @@ def test_strip_is_a_member_when_listed_and_the_network_is_given():
     # features alone (no network to read predictions from): skipped with the reason
     e = Ensemble(["knn", "strip"]).fit(ds, features=net.features(ds.X))
     assert list(e.member_scores_.columns) == ["knn"] and "no model" in e.skipped_["strip"]
+
+
+class _FixedSplit(_Fixed):
+    evidence = "subpopulation"
+    z_scored = True
+
+
+def test_split_and_distance_agreeing_on_a_typical_label_flag_without_the_score_rule():
+    """A large poisoned group inflates the ensemble's scale, so the score rules can miss it; the
+    subpopulation member and the features member both flagging a sample whose label the label
+    members find typical is enough on its own. Either one alone, or a disputed label, is not."""
+    n = 400
+    idx = np.arange(n)
+    zero = np.zeros(n)
+    split = idx < 60                                  # the group spectral signatures set apart
+    far = (idx < 40) | ((idx >= 100) & (idx < 110))   # robust distance's outliers
+    lab = np.random.default_rng(0).uniform(0, 1, n)   # a label member's score: above its median = disputed
+    lab[:30] = 0.05                                   # typical labels
+    lab[30:40] = 0.95                                 # split and far, but the label is disputed
+    members = [_FixedSplit("sp", zero, split), _Fixed("rd", zero, far), _FixedLabels("l", lab)]
+    ens = Ensemble(members).fit(_toy(n))
+    assert not (upper_z(ens.scores_) > 3).any() and not (ens.z_ > 3).any()  # the score rules see nothing
+    flags = ens.flag()
+    assert flags[:30].all()                # split and far, label typical
+    assert not flags[30:40].any()          # split and far, label disputed
+    assert not flags[40:60].any()          # split only
+    assert not flags[100:110].any()        # far only
+    assert flags.sum() == 30
+    # without a subpopulation member the rule does not exist
+    assert not Ensemble([_Fixed("rd", zero, far), _FixedLabels("l", lab)]).fit(_toy(n)).flag().any()

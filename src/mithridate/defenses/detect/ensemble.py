@@ -41,7 +41,9 @@ percentile (:func:`capped_upper_z`: a poisoned group above ~10% of the samples o
 90th percentile, and a larger attack was flagged less -- digits BadNets 10%: 1 of 126 poisons)
 and no label member finds the sample's label unusual (a backdoor's poisons agree with their
 planted label; a natural group of ambiguous samples, which the cap would also reach, does not);
-or when two members that vote (:meth:`Ensemble.voters`) flag it with their own rules.
+or when two members that vote (:meth:`Ensemble.voters`) flag it with their own rules; or when
+the subpopulation member and a features member both flag it with their own rules and no label
+member finds its label unusual (see :meth:`Ensemble.default_flags`).
 
 Measured on the detection matrix's cached member scores (18 cases × 3 seeds, session notes of
 issue 4): replacing SPECTRE by the robust distance and weighing by evidence raised the median
@@ -325,7 +327,18 @@ class Ensemble(Detector):
         - its uncapped calibrated score ``upper_z(scores_)`` exceeds ``z_threshold``, or
         - its capped one ``z_`` (:func:`capped_upper_z`) does and every label member rates it at or
           below its own median (``member_z_ <= 0``: its label agrees with the features), or
-        - at least ``min_votes`` members of :meth:`voters` flag it with their own rules.
+        - at least ``min_votes`` members of :meth:`voters` flag it with their own rules, or
+        - a ``"subpopulation"`` member (spectral signatures: the sample is in the group its class
+          splits off) and a ``"features"`` member (robust distance: the sample is far from its
+          class) both flag it with their own rules and every label member rates its label typical.
+          Neither alone is enough (a class with two natural styles splits as sharply as a
+          backdoored one; natural outliers are far from their class), but their agreement on a
+          sample whose label fits its features is how a dirty-label backdoor looks, and it does not
+          depend on the ensemble's scale, which a large poisoned group inflates: on a user's
+          Fashion-MNIST manifest (3,100 images, 177 BadNets poisons made by another tool) the score
+          rules flagged 14 of them, this rule 141 (blend poisons 1 -> 39 of 90), for one more clean
+          sample flagged of 2,708; on the issue-5 audit caches no clean audit changed outcome
+          (digits, digits 1-vs-7, Fashion-MNIST 10k: 60 of 60 pass as before).
 
         The cap exists for a large dirty-label backdoor group, whose samples agree with their
         planted label in the learnt features (label members rate them as typical, or better). A
@@ -342,9 +355,16 @@ class Ensemble(Detector):
         consistent = (self.member_z_[label_members].to_numpy() <= 0).all(axis=1) if label_members else True
         flags |= (self.z_ > t) & consistent
         voters = self.voters()
-        votes = self.member_flags()[voters].sum(axis=1).to_numpy()
+        member_flags = self.member_flags()
+        votes = member_flags[voters].sum(axis=1).to_numpy()
         if len(voters) >= int(self.min_votes):
             flags = flags | (votes >= int(self.min_votes))
+        kinds = {k: getattr(d, "evidence", "features") for k, d in self.members_.items()}
+        split = [k for k, v in kinds.items() if v == "subpopulation"]
+        unusual = [k for k, v in kinds.items() if v == "features"]
+        if split and unusual:  # two independent kinds agree, and the label is typical: a backdoor's poisons
+            flags = flags | (member_flags[split].any(axis=1).to_numpy()
+                             & member_flags[unusual].any(axis=1).to_numpy() & consistent)
         return flags
 
     def voters(self) -> list:
