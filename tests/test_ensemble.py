@@ -81,6 +81,10 @@ class _Fixed(Detector):
         return np.zeros(len(self._s), bool) if self._f is None else np.asarray(self._f, bool)
 
 
+class _FixedLabels(_Fixed):
+    evidence = "labels"
+
+
 def _toy(n=200):
     rng = np.random.default_rng(0)
     return Dataset.from_arrays(rng.normal(size=(n, 3)), rng.integers(0, 2, n))
@@ -214,16 +218,13 @@ def test_subpopulation_flags_are_not_votes():
     f_c[[2]] = True
     sub = _Fixed("sub", np.zeros(50), f_sub)
     sub.evidence = "subpopulation"
-    ens = Ensemble([sub, _Fixed("b", np.zeros(50), f_b), _Fixed("c", np.zeros(50), f_c)]).fit(ds)
+    # b and c read labels: the subpopulation + features rule (see the test below) does not apply
+    ens = Ensemble([sub, _FixedLabels("b", np.zeros(50), f_b), _FixedLabels("c", np.zeros(50), f_c)]).fit(ds)
     assert ens.voters() == ["b", "c"]
     assert np.flatnonzero(ens.flag()).tolist() == [2]  # sample 1 has sub + b only
     # with a single voter left, votes alone never flag
-    ens1 = Ensemble([sub, _Fixed("b", np.zeros(50), f_b)]).fit(ds)
+    ens1 = Ensemble([sub, _FixedLabels("b", np.zeros(50), f_b)]).fit(ds)
     assert not ens1.flag().any()
-
-
-class _FixedLabels(_Fixed):
-    evidence = "labels"
 
 
 def test_capped_rule_reaches_only_groups_whose_labels_look_typical():
