@@ -821,6 +821,7 @@ AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parq
 ContributorOpt = typer.Option(None, "--contributor", help="Column (or JSONL key) naming who contributed each sample.")
 SourceOpt = typer.Option(None, "--source", help="Column (or JSONL key) naming where each sample came from.")
 TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line); tables: a text column shown in the report.")
+AuditSeedOpt = typer.Option(0, "--seed", help="Random seed (the network trained on images, the detectors' random choices); one seed gives one result.")
 PolicyOpt = typer.Option(None, "--policy", help="Policy YAML (thresholds on flagged shares, reputation, change since the last version); default: the built-in policy.")
 
 
@@ -836,7 +837,7 @@ def audit(
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
     image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
-    seed: int = SeedOpt, as_json: bool = JsonOpt,
+    seed: int = AuditSeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Audit a new version of a training set before retraining: exit 0 when it passes the policy, 1 when not.
 
@@ -929,7 +930,7 @@ def sanitize(
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
     image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
-    seed: int = SeedOpt, as_json: bool = JsonOpt,
+    seed: int = AuditSeedOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Remove the samples the audit flags and write the rest in the input's format, with a manifest of what was removed and why."""
     from mithridate.audit.policy import Policy
