@@ -502,9 +502,10 @@ def _load_images(root: Path, *, size: Any, grayscale: Optional[bool]) -> AuditIn
                       f"{' ...' if len(empty) > 5 else ''} hold{'s' if len(empty) == 1 else ''} no images and "
                       f"{'is' if len(empty) == 1 else 'are'} left out", UserWarning, stacklevel=3)
     if base is train_dir:
-        others = [d for d in L._class_dirs(root) if d != train_dir and L._collect_images(d)]
+        others = {d: L._collect_images(d) for d in L._class_dirs(root) if d != train_dir}
+        others = {d: f for d, f in others.items() if f}
         if others:
-            n = sum(len(v) for d in others for v in L._collect_images(d).values())
+            n = sum(len(v) for f in others.values() for v in f.values())
             warnings.warn(f"{root}: the audit reads train/ (the training set); {n:,} images in "
                           f"{', '.join(d.name + '/' for d in others)} are not audited (audit that folder on its own "
                           "if it is trained on too)", UserWarning, stacklevel=3)

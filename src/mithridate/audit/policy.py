@@ -392,17 +392,15 @@ class Policy:
             else:
                 r, n_old = int(counts.get("relabelled", 0)), int(counts.get("n_old", 0))
                 share = r / n_old if n_old else (1.0 if r else 0.0)
-                by = diff.get("relabelled_by_contributor") or {}
-                who = ""
-                if r and by:
-                    items = list(by.items())
-                    who = "; sent by " + ", ".join(f"{k!r} {v}" for k, v in items[:3]) + (
-                        f" and {len(items) - 3} more" if len(items) > 3 else "")
+                senders = list((diff.get("relabelled_by_contributor") or {}).items()) if r else []
+                who = ("; sent by " + ", ".join(f"{k!r} {v}" for k, v in senders[:3])
+                       + (f" and {len(senders) - 3} more" if len(senders) > 3 else "")) if senders else ""
+                passed = share <= self.max_relabelled_share
                 out.append(PolicyResult(
-                    "relabelled_share", share <= self.max_relabelled_share, share, self.max_relabelled_share,
+                    "relabelled_share", passed, share, self.max_relabelled_share,
                     f"{r} samples relabelled since the previous version ({_pct(share)} of its {n_old}; "
                     f"limit {_pct(self.max_relabelled_share)}){who}",
-                    subject=items[0][0] if r and by and share > self.max_relabelled_share else None))
+                    subject=senders[0][0] if senders and not passed else None))
         if self.max_new_flagged_share is not None:
             n_new = int(counts.get("new", 0)) if has_prev else 0
             if not has_prev:

@@ -405,7 +405,6 @@ def _text_layout(p: Path) -> tuple[bool, bool, str]:
 
 def _write_jsonl(inp: AuditInput, keep: np.ndarray, out: Path) -> None:
     """Copy the file line by line, byte for byte, without the removed records' lines."""
-
     from mithridate.data.text import _open_lines
 
     drop = set(inp.rows[~keep].tolist())
