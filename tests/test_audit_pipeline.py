@@ -802,3 +802,11 @@ def test_image_manifest_path_can_be_the_id_and_train_folder_notes(tmp_path):
         inp = load_for_audit(tmp_path / "f")
     msgs = " ".join(str(w.message) for w in record)
     assert len(inp.dataset) == 12 and "4 images in test/ are not audited" in msgs and "'empty' holds no images" in msgs
+
+
+def test_out_dir_under_a_file_is_refused_before_the_audit_runs(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"a_file is a file, not a folder"):
+        run_audit(breast_cancer(n=60), name="bc", out_dir=blocker / "sub" / "out", progress=False)
+    assert blocker.read_text() == "x"

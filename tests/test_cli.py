@@ -401,6 +401,11 @@ def test_ledger_commands_do_not_create_a_mistyped_ledger_and_audit_says_which_it
     code, out, _ = run(["audit", tmp_path / "reviews-2026-12-06.csv", "--label", "y", "--ledger", ledger,
                         "--name", "reviews-2026-12-05", "--out", tmp_path / "o3"], capsys, monkeypatch)
     assert "compared with version 1" in " ".join(out.split())
+    # the versions table leaves out the ledger's internal key (the JSON keeps it)
+    code, out, _ = run(["ledger", "versions", "reviews-2026-12-05", "--ledger", ledger], capsys, monkeypatch)
+    assert code == 0 and "version_id" not in out and "n_samples" in out
+    code, out, _ = run(["ledger", "versions", "reviews-2026-12-05", "--ledger", ledger, "--json"], capsys, monkeypatch)
+    assert code == 0 and all("version_id" in v for v in json.loads(out))
 
 
 def test_tables_are_not_cut_to_80_columns_in_logs():

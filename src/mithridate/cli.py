@@ -990,7 +990,8 @@ def ledger_versions(name: str = typer.Argument(..., help="Dataset name as record
     """The recorded versions of one dataset."""
     led = _open_ledger(ledger_url)
     try:
-        _df_out(led.versions(name), f"Versions of {name}", as_json)
+        df = led.versions(name)  # version_id is the ledger's internal key: in --json, not in the table
+        _df_out(df, f"Versions of {name}", as_json, columns=None if as_json else [c for c in df.columns if c != "version_id"])
     finally:
         led.close()
 

@@ -859,6 +859,8 @@ def run_audit(
     out_path = None if out_dir is None else Path(out_dir)
     if out_path is not None and out_path.exists() and not out_path.is_dir():
         raise ConfigError(f"out_dir {out_path} exists and is not a folder; name a folder for the outputs")
+    if out_path is not None:  # before the audit's work, not after it
+        _check_out_parents(out_path)
     rng = check_random_state(random_state)
     n_steps = 5 + int(pol.roni) + int(out_path is not None)
     with _Steps(progress, n_steps) as steps:
@@ -1095,6 +1097,13 @@ def _write_summary(path: Path, summary: Mapping) -> None:
     path.write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def _check_out_parents(out_dir: Path) -> None:
+    """A file where the output folder's parent folders should be is a usage error."""
+    blocking = next((a for a in Path(out_dir).resolve().parents if a.exists() and not a.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {blocking} is a file, not a folder")
+
+
 def _stage(result: AuditResult, out_dir: Path, title: Optional[str], steps: _Steps) -> Path:
     """Write the three outputs into a fresh temporary folder beside ``out_dir``."""
     from mithridate.report.audit_report import render_audit_report
@@ -1103,6 +1112,7 @@ def _stage(result: AuditResult, out_dir: Path, title: Optional[str], steps: _Ste
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        _check_out_parents(out_dir)
         raise ConfigError(f"cannot create {parent}: {exc.strerror}") from None
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=parent))
     try:
