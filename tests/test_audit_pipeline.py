@@ -202,6 +202,14 @@ def test_previous_without_ledger_gives_a_diff():
     check = {p.name: p for p in r.policy_results}["relabelled_share"]
     assert not check.passed and check.subject == "c4"
     assert check.message.endswith("sent by 'c4' 6, 'c0' 1, 'c1' 1 and 1 more")
+    rel = {rec["id"]: rec["contributor"] for rec in r.summary["diff"]["relabelled"]}
+    assert rel["s4"] == "c4" and rel["s0"] == "c0"
+    from mithridate.report.audit_report import render_audit_report
+
+    html = render_audit_report(r)
+    table = html[html.index("Relabelled samples"):]
+    table = table[:table.index("</table>")]
+    assert "<th>contributor</th>" in table and ">c4</td>" in table
 
 
 def test_bad_arguments():

@@ -1027,6 +1027,9 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             d["n_relabelled_flagged"] = int(flags[st == "relabelled"].sum())
             d["relabelled"] = _json_safe(diff.relabelled.head(DIFF_IDS).to_dict(orient="records"))
             if has_contrib:  # who sent the relabelled samples (a relabelling vendor is a classic signal)
+                sender = {str(i): c for i, c, s_ in zip(ds.ids, contributors, st) if s_ == "relabelled"}
+                for rec in d["relabelled"]:
+                    rec["contributor"] = sender.get(str(rec.get("id")))
                 by = pd.Series([c for c, s_ in zip(contributors, st) if s_ == "relabelled" and c is not None],
                                dtype=object).value_counts()
                 d["relabelled_by_contributor"] = {str(k): int(v) for k, v in by.head(20).items()}

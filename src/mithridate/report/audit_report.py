@@ -313,7 +313,9 @@ def _diff(result: Any) -> Optional[dict]:
         more = int(counts.get(status, len(all_ids))) - len(shown)
         lists.append({"status": status, "ids": shown, "more": max(0, more)})
     relabelled = [{"id": str(r.get("id")), "old_id": _s(r.get("old_id")), "old": _s(r.get("old_label")),
-                   "new": _s(r.get("label"))} for r in (d.get("relabelled") or [])[:N_DIFF_IDS]]
+                   "new": _s(r.get("label")),
+                   "contributor": None if r.get("contributor") is None else str(r.get("contributor"))}
+                  for r in (d.get("relabelled") or [])[:N_DIFF_IDS]]
     f = result.findings
     new_top = []
     if "status" in f.columns:
