@@ -169,17 +169,23 @@ def per_class_budget_mask(scores: np.ndarray, y: np.ndarray, fraction: float) ->
     return mask
 
 
-def robust_z(values: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+def robust_z(values: np.ndarray, reference: Optional[np.ndarray] = None, axis: Optional[int] = None) -> np.ndarray:
     """Robust z-score: (v - median) / (1.4826 * MAD), falling back to the std (or 1) when MAD is 0.
 
     The median and MAD are those of ``reference`` when it is given (e.g. the clean-looking group
-    of a class), else of ``values`` themselves."""
+    of a class), else of ``values`` themselves. ``axis=0`` scores each column of a 2-D array
+    against its own median and MAD."""
     ref = values if reference is None else reference
-    med = np.median(ref)
-    mad = 1.4826 * np.median(np.abs(ref - med))
-    if not mad > 1e-12:
-        mad = float(np.std(ref)) or 1.0
-    return (values - med) / mad
+    if axis is None:
+        med = np.median(ref)
+        mad = 1.4826 * np.median(np.abs(ref - med))
+        if not mad > 1e-12:
+            mad = float(np.std(ref)) or 1.0
+        return (values - med) / mad
+    med = np.median(ref, axis=axis, keepdims=True)
+    mad = 1.4826 * np.median(np.abs(ref - med), axis=axis, keepdims=True)
+    sd = np.std(ref, axis=axis, keepdims=True)
+    return (values - med) / np.where(mad > 1e-12, mad, np.where(sd > 0, sd, 1.0))
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:

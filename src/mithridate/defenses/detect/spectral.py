@@ -175,7 +175,7 @@ class SpectralSignatures(Detector):
             V = _top_directions(centred, k)
             self.directions_[int(c)] = V
             proj = centred @ V.T  # (n_c, k)
-            zs = np.stack([robust_z(proj[:, j]) for j in range(proj.shape[1])], axis=1)
+            zs = robust_z(proj, axis=0)
             z_abs[idx] = np.abs(zs).max(axis=1)
             scores[idx] = (proj**2).sum(axis=1) if self.score == "paper" else (zs**2).sum(axis=1)
         self.z_ = z_abs
@@ -312,13 +312,8 @@ class _Lazy:
 
 def _rms_robust_z(P: np.ndarray) -> np.ndarray:
     """Root mean square over the columns of ``P`` (n x k) of each value's robust z-score in its
-    column (median, 1.4826·MAD; the standard deviation, or 1, where the MAD is 0)."""
-    med = np.median(P, axis=0)
-    dev = P - med
-    mad = 1.4826 * np.median(np.abs(dev), axis=0)
-    sd = P.std(axis=0)
-    scale = np.where(mad > 1e-12, mad, np.where(sd > 0, sd, 1.0))
-    return np.sqrt(np.mean((dev / scale) ** 2, axis=1))
+    column (:func:`robust_z` per column)."""
+    return np.sqrt(np.mean(robust_z(P, axis=0) ** 2, axis=1))
 
 
 def _work_dtype(F: np.ndarray) -> Any:
