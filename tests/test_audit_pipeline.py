@@ -258,7 +258,7 @@ def test_ledger_round_trip_reports_exactly_the_planted_changes(tmp_path):
         assert len(stored) == len(v2) and stored["flagged"].sum() == r2.summary["n_flagged"]
         assert {"robust-distance", "knn", "confident-learning"} <= set(stored.columns)
         # reputation merges the history: the ledger's stored posterior equals what the audit reported
-        led = ledger.contributors("bc", level=r2.policy.credible_level).set_index("contributor")
+        led = ledger.contributors("bc", level=r2.summary["credible_level_each"]).set_index("contributor")
         rep = r2.reputation.set_index("contributor")
         assert np.allclose(led.loc[rep.index, "n"], rep["n"]) and np.allclose(led.loc[rep.index, "ci_lower"], rep["ci_lower"])
         assert all(len(t) == 1 for t in rep["trend"])  # one earlier audit per contributor

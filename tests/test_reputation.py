@@ -175,3 +175,55 @@ def test_bad_prior_and_level():
         reputation_table(counts, prior=(0, 1))
     with pytest.raises(ConfigError, match="level"):
         reputation_table(counts, level=1.5)
+
+
+# -- the gate's intervals are simultaneous over the contributors it tests -------------------------
+def _gate_summary(rep: pd.DataFrame) -> dict:
+    rows = [{"contributor": r.contributor, "n": int(r.n), "flagged": int(r.flagged), "n_judged": int(r.n), "ci_lower": float(r.ci_lower),
+             "ci_upper": float(r.ci_upper), "above_population": bool(r.above_population),
+             "population_rate": float(r.population_rate)} for r in rep.itertuples(index=False)]
+    return {"n_samples": int(rep["n"].sum()), "n_flagged": int(rep["flagged"].sum()), "share_flagged": 0.1,
+            "classes": [], "contributors": rows, "diff": None, "credible_level_each": rep.attrs["level_each"],
+            "n_contributors_tested": rep.attrs["n_tested"]}
+
+
+def test_gate_intervals_are_simultaneous_over_the_tested_contributors():
+    from mithridate.audit.pipeline import _reputation
+    from mithridate.audit.policy import Policy
+
+    # ten contributors of 300 samples; c6 has 55 flagged where the others have 30: its own 99%
+    # interval clears the population rate (a chance excess that one of ten honest contributors
+    # shows about once in ten audits), the ten intervals held at 99% together do not
+    counts = pd.DataFrame({"contributor": [f"c{i}" for i in range(10)], "n": [300] * 10,
+                           "flagged": [30] * 6 + [55] + [30] * 3})
+    names = set(counts["contributor"])
+    each = _reputation(counts, None, 0.99, tested=names, min_samples=10, simultaneous=False)
+    joint = _reputation(counts, None, 0.99, tested=names, min_samples=10, simultaneous=True)
+    assert each.attrs["level_each"] == pytest.approx(0.99) and each.attrs["n_tested"] is None
+    assert joint.attrs["level_each"] == pytest.approx(0.999) and joint.attrs["n_tested"] == 10
+    c6_each, c6_joint = each.set_index("contributor").loc["c6"], joint.set_index("contributor").loc["c6"]
+    assert c6_each["above_population"] and not c6_joint["above_population"]
+    assert c6_joint["ci_lower"] < c6_each["ci_lower"] and c6_joint["ci_upper"] > c6_each["ci_upper"]
+    [res] = [r for r in Policy().evaluate(_gate_summary(joint)) if r.name == "reputation"]
+    assert res.passed and "99% simultaneous (10 contributors, each at 99.9%)" in res.message
+    off = Policy.from_dict({"contributors": {"simultaneous": False}})
+    assert off.simultaneous_intervals is False and Policy.from_dict(off.to_dict()) == off
+    [res] = [r for r in off.evaluate(_gate_summary(each)) if r.name == "reputation"]
+    assert not res.passed and res.subject == "c6"
+    # a clear excess still fails the simultaneous check
+    bad = counts.assign(flagged=[30] * 6 + [75] + [30] * 3)
+    rep = _reputation(bad, None, 0.99, tested=names, min_samples=10, simultaneous=True)
+    [res] = [r for r in Policy().evaluate(_gate_summary(rep)) if r.name == "reputation"]
+    assert not res.passed and res.subject == "c6"
+
+
+def test_simultaneous_level_counts_only_contributors_the_gate_tests():
+    from mithridate.audit.pipeline import _reputation
+
+    # c3 has too few judged samples and c4 is not in this version (ledger history): neither is tested
+    counts = pd.DataFrame({"contributor": ["c0", "c1", "c2", "c3", "c4"], "n": [200, 200, 200, 5, 200],
+                           "flagged": [10, 12, 9, 1, 11]})
+    rep = _reputation(counts, None, 0.99, tested={"c0", "c1", "c2", "c3"}, min_samples=10, simultaneous=True)
+    assert rep.attrs["n_tested"] == 3 and rep.attrs["level_each"] == pytest.approx(1 - 0.01 / 3)
+    one = _reputation(counts.head(1), None, 0.99, tested={"c0"}, min_samples=10, simultaneous=True)
+    assert one.attrs["n_tested"] == 1 and one.attrs["level_each"] == pytest.approx(0.99)

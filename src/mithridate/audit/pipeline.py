@@ -723,7 +723,16 @@ def _agreement(member_flags: pd.DataFrame, flags: np.ndarray) -> dict:
     return {"names": names, "both": both.tolist()}
 
 
-def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], level: float) -> pd.DataFrame:
+def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], level: float,
+                tested: Optional[set] = None, min_samples: int = 0, simultaneous: bool = False) -> pd.DataFrame:
+    """Reputation of every contributor known (this audit's judged counts plus the ledger's).
+
+    ``simultaneous``: ``level`` holds for the contributors the gate tests together (those in
+    ``tested``, this version's, with at least ``min_samples`` judged samples; m of them): each
+    interval is computed at level 1 - (1 - level) / m (Bonferroni), so that on clean data the
+    chance that *any* honest contributor's interval lies above the population rate is at most
+    about 1 - level, however many contributors there are. The table's attrs record
+    ``level_each`` and ``n_tested``."""
     from mithridate.audit.reputation import reputation_table
 
     if history_counts is not None and len(history_counts):
@@ -732,7 +741,15 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
     if not len(counts):
         return pd.DataFrame(columns=["rank", "contributor", "n", "flagged", "rate", "posterior_mean", "ci_lower",
                                      "ci_upper", "prob_above", "above_population", "alpha", "beta", "population_rate"])
-    return reputation_table(counts, level=level)
+    n_tested = 1
+    if simultaneous:
+        names = counts["contributor"].astype(str)
+        n_tested = max(1, int(((counts["n"] >= int(min_samples)) & names.isin(tested or set())).sum()))
+    level_each = 1.0 - (1.0 - float(level)) / n_tested
+    table = reputation_table(counts, level=level_each)
+    table.attrs["level_each"] = level_each
+    table.attrs["n_tested"] = n_tested if simultaneous else None
+    return table
 
 
 def _trends(history: Optional[pd.DataFrame], version: Optional[int]) -> dict:
@@ -978,7 +995,9 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             judged = np.ones(len(ds), bool)
         who = np.asarray(contributors, dtype=object)
         counts = contributor_counts(who[judged], flags[judged]) if judged.any() else contributor_counts([], [])
-        rep = _reputation(counts, history_counts, pol.credible_level)
+        rep = _reputation(counts, history_counts, pol.credible_level,
+                          tested={str(c) for c in contributors if c is not None},
+                          min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals)
         present = _group_shares(contributors, flags, "contributor")
         by_name = {r["contributor"]: r for r in present}
         trends = _trends(history, version)
@@ -1056,6 +1075,8 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             "prior": rep.attrs.get("prior"),
             "concentration": concentration,
             "credible_level": pol.credible_level,
+            "credible_level_each": rep.attrs.get("level_each", pol.credible_level),
+            "n_contributors_tested": rep.attrs.get("n_tested"),
             "diff": diff_summary,
             "roni": None if roni_table is None else roni_table.to_dict(orient="records"),
             "top_flagged": [str(i) for i in top["id"].head(20).tolist()],
