@@ -327,6 +327,52 @@ def test_a_table_of_texts_is_featurised_and_skipped_columns_are_reported(tmp_pat
         load_for_audit(tmp_path / "q.csv", label="y", features=["b"])
 
 
+def test_a_text_table_with_numeric_columns(tmp_path):
+    # a ticket export nearly always has a number beside the text ('stars'): the audit read only that
+    # column, even with text='text', and texts could not be named as the features at all
+    rng = np.random.default_rng(1)
+    words = [[f"t{c}w{k}" for k in range(40)] for c in range(2)]
+    rows = [{"id": f"r{i}", "text": " ".join(rng.choice(words[i % 2], 6)), "label": ["x", "y"][i % 2],
+             "stars": int(rng.integers(1, 6))} for i in range(160)]
+    rows[7]["text"] = ""        # blank texts are read (as JSON Lines' are), not refused
+    rows[9]["text"] = None
+    path = tmp_path / "tickets.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=r"the texts of column 'text' are audited; the other columns are not used \('stars'\)"):
+        inp = load_for_audit(path, label="label", text_col="text", id_col="id")
+    assert inp.options["featurizer"] == "tfidf" and inp.dataset.X.shape[1] > 1
+    assert run_audit(inp.dataset, name="t", progress=False).summary["representation"].startswith("text (TF-IDF")
+    named = load_for_audit(path, label="label", features=["text"], id_col="id")
+    assert named.options["featurizer"] == "tfidf" and np.array_equal(named.dataset.X, inp.dataset.X)
+    with pytest.raises(ConfigError, match="holds text: audit it alone"):
+        load_for_audit(path, label="label", features=["text", "stars"], id_col="id")
+    # found by its name only: the numeric columns stay the features, and the warning says how to switch
+    with pytest.warns(UserWarning, match=r"column 'text' holds text .* reads the numeric columns \('stars'\); pass "
+                                         r"text='text'"):
+        auto = load_for_audit(path, label="label", id_col="id")
+    assert auto.options["features"] == ["stars"]
+
+
+def test_rare_label_values_and_skipped_detectors_are_said(tmp_path):
+    from sklearn.datasets import load_wine
+
+    d = load_wine(as_frame=True).frame
+    d["target"] = np.array(["barolo", "grignolino", "barbera"], dtype=object)[d["target"]]
+    d.loc[3, "target"] = "barollo"  # a typo makes a class of one
+    path = tmp_path / "wine.csv"
+    d.to_csv(path, index=False)
+    with pytest.warns(UserWarning, match=r"held by only one or two rows while the typical class has \d+: 'barollo' \(1\)"):
+        inp = load_for_audit(path, label="target")
+    # confident learning runs on the class of one (it refused it, and the ensemble went on without it silently)
+    r = run_audit(inp.dataset, name="wine", progress=False)
+    assert r.summary["skipped_detectors"] == {} and "confident-learning" in r.summary["detectors"]
+    # a member that cannot run is now said on the console too, not only in the summary and report
+    pol = Policy.from_dict({"detection": {"detectors": ["knn", "strip"]}})
+    with pytest.warns(UserWarning, match=r"detector strip did not run and the audit goes on without it"):
+        r = run_audit(inp.dataset, name="wine", policy=pol, progress=False)
+    assert list(r.summary["skipped_detectors"]) == ["strip"]
+
+
 def test_parquet_with_embedded_images_the_hugging_face_layout(tmp_path):
     # datasets' to_parquet writes images as a struct {bytes: PNG, path}: read them from the cells
     import io

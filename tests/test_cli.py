@@ -269,10 +269,14 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     assert code == 0, err
     rows = json.loads(out)
     assert {rows[0]["contributor"], rows[1]["contributor"]} == {"v3", "v7"}
-    # the default level is the gate's (99%): the same interval as the audit's summary
+    # the default level is the gate's (99% for the ten contributors together): the audit summary's interval
     summary = json.loads((workdir / "a2" / "summary.json").read_text())
     gate = {c["contributor"]: c for c in summary["contributors"]}
+    assert summary["n_contributors_tested"] == 10 and summary["credible_level_each"] == pytest.approx(0.999)
     assert rows[0]["ci_lower"] == pytest.approx(gate[rows[0]["contributor"]]["ci_lower"])
+    code, out_each, err = run(["ledger", "contributors", "bc", "--ledger", ledger, "--per-contributor", "--json"],
+                              capsys, monkeypatch)
+    assert code == 0 and json.loads(out_each)[0]["ci_lower"] > rows[0]["ci_lower"]
     code, out95, err = run(["ledger", "contributors", "bc", "--ledger", ledger, "--level", "0.95", "--json"],
                            capsys, monkeypatch)
     assert code == 0 and json.loads(out95)[0]["ci_lower"] > rows[0]["ci_lower"]
@@ -358,6 +362,37 @@ def test_detect_scores_every_row_of_a_table(tmp_path, capsys, monkeypatch):
                          capsys, monkeypatch)
     assert code == 0, err
     assert json.loads(out)["n_samples"] == len(d) == len(pd.read_csv(tmp_path / "s.csv"))
+
+
+def test_detect_scores_every_sample_of_an_npz_with_one_set(tmp_path, capsys, monkeypatch):
+    # a user's own features saved as one x/y set: detect held 30% out and scored 70% of them
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    np.savez(tmp_path / "feats.npz", features=X, labels=y, ids=np.array([f"w{i}" for i in range(len(y))]))
+    code, out, err = run(["detect", "knn", tmp_path / "feats.npz", "--json", "--out", tmp_path / "s.csv"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    scored = pd.read_csv(tmp_path / "s.csv")
+    assert json.loads(out)["n_samples"] == len(y) == len(scored) and scored["id"].iloc[0] == "w0"
+
+
+def test_audit_text_with_a_network(tmp_path, capsys, monkeypatch):
+    # --network: the penultimate layer of a network trained on the TF-IDF features (as for images)
+    rng = np.random.default_rng(0)
+    words = [[f"t{c}w{k}" for k in range(30)] for c in range(2)]
+    rows = [{"id": f"r{i}", "text": " ".join(rng.choice(words[i % 2], 6)), "label": "ab"[i % 2], "who": f"c{i % 4}"}
+            for i in range(120)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = run(["audit", path, "--network", "--contributor", "who", "--id-col", "id", "--no-ledger",
+                          "--out", tmp_path / "o", "--json"], capsys, monkeypatch)
+    assert code in (0, 1), err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["representation"].startswith("model layer 'penultimate' (default network trained on the data)")
+    code, out, err = run(["audit", path, "--contributor", "who", "--id-col", "id", "--no-ledger", "--out",
+                          tmp_path / "o2", "--json"], capsys, monkeypatch)
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["representation"].startswith("text (TF-IDF")
 
 
 def test_errors_name_the_command_line_options(tmp_path, capsys, monkeypatch):

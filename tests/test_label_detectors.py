@@ -180,8 +180,8 @@ def test_confident_learning_probabilities_are_out_of_fold():
 
 def test_confident_learning_bad_input():
     ds = blobs(0, n_per=10)
-    with pytest.raises(DataError, match="fewer than cv=12 folds"):
-        ConfidentLearning(cv=12).fit(ds)
+    with pytest.raises(DataError, match="every class has fewer samples than cv=30 folds"):
+        ConfidentLearning(cv=30).fit(ds)
     with pytest.raises(ConfigError, match="cv"):
         ConfidentLearning(cv=1).fit(ds)
     with pytest.raises(ConfigError, match="filter_by"):
@@ -197,3 +197,19 @@ def test_confident_learning_bad_input():
     one_class = Dataset.from_arrays(np.random.default_rng(0).normal(size=(12, 2)), [0] * 12, min_classes=1)
     with pytest.raises(DataError, match="single class"):
         ConfidentLearning().fit(one_class)
+
+
+def test_confident_learning_scores_a_class_smaller_than_the_folds():
+    # a label typo makes a class of one: the detector used to refuse the data (and the audit's ensemble
+    # silently ran without it); the lone sample is now scored by models that never saw its class
+    from sklearn.datasets import load_wine
+
+    from mithridate.data import Dataset
+    from mithridate.defenses.detect.confident import ConfidentLearning
+
+    X, y = load_wine(return_X_y=True)
+    labels = np.array(["c0", "c1", "c2"], dtype=object)[y]
+    labels[5] = "c0 typo"
+    det = ConfidentLearning().fit(Dataset.from_arrays(X, labels))
+    assert det.scores_[5] == pytest.approx(det.scores_.max()) and det.scores_[5] > 0.99
+    assert np.isfinite(det.scores_).all()

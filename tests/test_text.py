@@ -178,7 +178,7 @@ def test_n_components_is_capped_and_dense():
     assert feat.n_components_ == 3  # min(256, vocabulary 4 - 1, n_train 4 - 1)
     X = feat.transform(texts + ["nothing known here"])
     assert X.shape == (5, 3) and X.dtype == np.float32
-    assert np.all(X[-1] == 0)  # no known word: a zero row, not NaN
+    assert np.array_equal(X[-1], [-1, 0, 0])  # no known word: -e_1 (away from every text), not NaN
 
 
 def test_single_word_vocabulary_and_empty_vocabulary():
@@ -281,6 +281,9 @@ BAD_LINES = {
                      r"line 3: the JSON is nested too deeply"),
     "integer over the digit limit": ('{"text": "abc", "label": ' + "9" * 5000 + "}", r"line 3 could not be read as JSON"),
     "label too long": ('{"text": "abc", "label": "' + "w" * 5000 + '"}', r"line 3: the label is 5,000 characters long"),
+    # JSON readers disagree on a repeated key (Python keeps the last value, others the first)
+    "duplicate key": ('{"text": "abc", "label": "food", "label": "sport"}', r"line 3 gives the key 'label' twice"),
+    "unterminated string": ('{"text": "abc', r"line 3 is not valid JSON \(Unterminated string starting at, column 10\)"),
 }
 
 
@@ -499,3 +502,30 @@ def test_boolean_labels_are_the_classes_true_and_false(tmp_path):
     # found under a usual key too
     p2 = write_jsonl(tmp_path / "b2.jsonl", [{"text": r["text"], "label": r["is_spam"]} for r in rows])
     assert load_jsonl(p2, test_size=0.25).train.classes == ("False", "True")
+
+
+def test_texts_without_words_are_nobodys_nearest_neighbour(tmp_path):
+    # a zero row sits at distance 1 from every unit row, closer than two unrelated texts (sqrt 2):
+    # a user's 12 empty tickets took 89% of all 10-nearest-neighbour slots and kNN flagged 91% of rows
+    rng = np.random.default_rng(0)
+    vocab = [[f"w{t}x{k}" for k in range(300)] for t in range(2)]
+    rows = [{"text": " ".join(rng.choice(vocab[i % 2], 5)), "label": ["a", "b"][i % 2], "id": f"d{i}"}
+            for i in range(200)]
+    empties = {"", "   ", "\U0001f600 !!", "?", "-- ..."}
+    for k, t in enumerate(sorted(empties)):
+        rows[10 * k + 3]["text"] = t
+    texts = [r["text"] for r in rows]
+    feat = TextFeaturizer()
+    X = feat.fit_transform(texts)
+    empty = np.array([t in empties for t in texts])
+    assert feat.no_words_ == empty.sum() == 5
+    assert np.allclose(X[empty], np.eye(X.shape[1])[0] * -1.0)  # -e_1, all of them
+    assert (X[~empty, 0] >= -1e-6).all() and np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    # unrelated texts share no word: the texts without words must not be their nearest neighbours
+    D = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(D, np.inf)
+    nearest = np.argsort(D[~empty], axis=1)[:, :5]
+    assert not empty[nearest].any()
+    assert np.allclose(feat.transform(["", "zzz unknown words"]), -np.eye(X.shape[1])[0])
+    with pytest.warns(UserWarning, match=r"5 of \d+ texts have no word the TF-IDF features count .*line \d+"):
+        load_jsonl(write_jsonl(tmp_path / "e.jsonl", rows), id_col="id", test_size=0.1)

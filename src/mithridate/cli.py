@@ -133,14 +133,23 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
 
 def _whole_file(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str],
                 image_col: Optional[str], size: Optional[str], text: Optional[str]):
-    """Every row of a table or JSON Lines file (what ``detect`` scores: the user's file is the
-    training set, nothing is held out); None for other inputs (bundled data, npz, folders)."""
+    """Every row of a table or JSON Lines file, and every sample of an .npz holding one x/y set (what
+    ``detect`` scores: the user's file is the training set, nothing is held out); None for other
+    inputs (bundled data, folders, an .npz with x_train/x_test: its training split is scored)."""
     from mithridate.audit.pipeline import load_for_audit
-    from mithridate.data.loaders import _TABLE_SUFFIXES
+    from mithridate.data import loaders as L
     from mithridate.data.text import JSONL_SUFFIXES
 
     p = Path(data)
-    if not (p.is_file() and p.name.lower().endswith(tuple(_TABLE_SUFFIXES) + tuple(JSONL_SUFFIXES))):
+    if p.is_file() and p.name.lower().endswith(".npz"):
+        reader = L._NpzReader(p)
+        try:
+            split = "x_train" in reader
+        finally:
+            reader.close()
+        if split:
+            return None
+    elif not (p.is_file() and p.name.lower().endswith(tuple(L._TABLE_SUFFIXES) + tuple(JSONL_SUFFIXES))):
         return None
     return load_for_audit(p, label=label, features=_split_features(features), id_col=id_col, image_col=image_col,
                           size=_parse_size(size), text_col=text, progress=False).dataset
@@ -701,7 +710,7 @@ def detect(
     model_path: Optional[Path] = typer.Option(None, "--model", help="A model saved by `mithridate train`; default: train one on DATA when the detector reads a model."),
     layer: str = typer.Option("penultimate", "--layer", help="Model layer whose activations are scored."),
     input_: str = typer.Option("auto", "--input", help="What the detector reads: model (a network's --layer), raw (the features as they are) or auto (raw for label/outlier detectors, model otherwise)."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Assumed max poisoned fraction of any class: flag the top 1.5*budget of each class (Tran et al.; a class that is mostly poison needs a larger budget). Default: the detector's budget-free rule."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Assumed poisoned fraction: spectral, spectre, robust-distance and activation-clustering flag the top 1.5*budget of each class (as in their papers; a class that is mostly poison needs a larger budget); every other detector, the ensemble included, flags at most the BUDGET share of all samples with the highest scores. Default: the detector's budget-free rule."),
     scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
@@ -710,8 +719,8 @@ def detect(
 ) -> None:
     """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
 
-    A table or JSON Lines file is scored whole (every row is a training sample); bundled datasets,
-    .npz archives and image folders are scored on their training split.
+    A table, JSON Lines file or .npz holding one x/y set is scored whole (every row is a training sample);
+    bundled datasets, .npz archives with x_train/x_test and image folders are scored on their training split.
 
     `mithridate detect --list` shows the detectors. Backdoor detectors (spectral, spectre, ...) read a
     network's penultimate layer and train the default network when no --model is given; label and outlier
@@ -820,7 +829,7 @@ def _audit_input(data, label, features, id_col, contributor, source, text_col, i
 AuditDataArg = typer.Argument(..., help="The training set to audit: CSV/TSV/Parquet (with --label), JSONL text, .npz, an image folder, or a bundled name.")
 ContributorOpt = typer.Option(None, "--contributor", help="Column (or JSONL key) naming who contributed each sample.")
 SourceOpt = typer.Option(None, "--source", help="Column (or JSONL key) naming where each sample came from.")
-TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line); tables: a text column shown in the report.")
+TextOpt = typer.Option(None, "--text", help="JSONL: the key holding the text (default: the first of text, content, review, sentence, body, ... on the first line); tables: the text column to audit (TF-IDF features, as for JSONL; with --features naming other columns, or with --images, it is only shown in the report).")
 AuditSeedOpt = typer.Option(0, "--seed", help="Random seed (the network trained on images, the detectors' random choices); one seed gives one result.")
 PolicyOpt = typer.Option(None, "--policy", help="Policy YAML (thresholds on flagged shares, reputation, change since the last version); default: the built-in policy.")
 
@@ -834,6 +843,7 @@ def audit(
     ledger_url: Optional[str] = LedgerOpt,
     no_ledger: bool = typer.Option(False, "--no-ledger", help="Do not record the audit (no version diff, no reputation history)."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` whose penultimate layer is read (default: train one)."),
+    network: bool = typer.Option(False, "--network", help="Tables and text: audit the penultimate layer of a network trained on the data (as for images) instead of the columns / TF-IDF features. On text it finds trigger-phrase backdoors TF-IDF misses but fewer label flips and near-duplicates (docs/text.md)."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
     image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
@@ -859,7 +869,8 @@ def audit(
     model = TorchClassifier.load(model_path) if model_path is not None else None
     ds_name = name or inp.dataset.name
     kwargs = dict(name=ds_name, policy=pol, model=model, out_dir=out_dir, source=str(data), random_state=seed,
-                  progress=not as_json, feature_names=inp.options.get("features"))
+                  progress=not as_json, feature_names=inp.options.get("features"),
+                  features="model" if network else "auto")
     others, created = [], False
     if no_ledger:
         res = run_audit(inp.dataset, ledger=None, **kwargs)
@@ -922,7 +933,7 @@ def sanitize(
     data: str = AuditDataArg,
     out_path: Path = typer.Option(..., "--out", help="Where to write the cleaned data, in the input's format (never the input itself)."),
     policy: Optional[Path] = PolicyOpt,
-    budget: Optional[float] = typer.Option(None, "--budget", help="Remove the BUDGET share of all samples with the highest ensemble scores (over the whole set, not per class as `detect --budget`) instead of the flags."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Remove the BUDGET share of all samples with the highest ensemble scores (over the whole set, as `detect ensemble --budget`) instead of the flags."),
     drop_contributors: bool = typer.Option(False, "--drop-contributors", help="Also remove every sample of contributors the policy fails."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="The CSV of removed samples (default: OUT's name ending in .removed.csv; the JSON manifest goes beside it)."),
@@ -1000,11 +1011,12 @@ def ledger_versions(name: str = typer.Argument(..., help="Dataset name as record
 def ledger_contributors(name: str = typer.Argument(..., help="Dataset name as recorded by `mithridate audit`."),
                         ledger_url: Optional[str] = LedgerOpt,
                         level: float = typer.Option(0.99, "--level", help="Credible level of the intervals (default 0.99, the level the default audit policy judges at)."),
+                        simultaneous: bool = typer.Option(True, "--simultaneous/--per-contributor", help="The level holds for all contributors with at least 10 samples together (each interval wider, Bonferroni), as in the audit gate; or for each contributor on its own."),
                         as_json: bool = JsonOpt) -> None:
-    """Contributor reputation: posterior rate of flagged samples with a credible interval (99% by default, as the audit gate uses), worst first."""
+    """Contributor reputation: posterior rate of flagged samples with a credible interval (99% for all contributors together by default, as the audit gate judges), worst first."""
     led = _open_ledger(ledger_url)
     try:
-        df = led.contributors(name, level=level)
+        df = led.contributors(name, level=level, simultaneous=simultaneous)
     finally:
         led.close()
     _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json,

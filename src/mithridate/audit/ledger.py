@@ -735,13 +735,17 @@ class Ledger:
         out["score"] = out["score"].astype(float)
         return out
 
-    def contributors(self, dataset_name: str, *, prior: PriorSpec = "empirical", level: float = 0.95) -> pd.DataFrame:
+    def contributors(self, dataset_name: str, *, prior: PriorSpec = "empirical", level: float = 0.95,
+                     simultaneous: bool = False, min_samples: int = 10) -> pd.DataFrame:
         """Contributor reputation of a dataset, most suspicious first.
 
         The cumulative counts stored in the ledger (see the module docstring) run through
         :func:`~mithridate.audit.reputation.reputation_table`; the result has its columns plus
         ``n_audits``, ``first_version`` and ``last_version``. With the default ``prior`` and
         ``level`` the posterior equals what the ledger stored at the last audit.
+        ``simultaneous``: ``level`` holds for the m contributors with at least ``min_samples``
+        samples together (each interval at 1 - (1 - level) / m, Bonferroni), as the audit gate's
+        does for the contributors it tests (``attrs["level_each"]``).
         """
         c = contributors_t.c
         with self._read() as conn:
@@ -753,8 +757,12 @@ class Ledger:
         extra = pd.DataFrame.from_records(
             rows, columns=["contributor", "n", "flagged", "n_audits", "first_version", "last_version"]
         )
-        table = reputation_table(extra[["contributor", "n", "flagged"]], prior=prior, level=level)
-        attrs = dict(table.attrs)
+        level_each = float(level)
+        if simultaneous:
+            m = max(1, int((extra["n"] >= int(min_samples)).sum()))
+            level_each = 1.0 - (1.0 - float(level)) / m
+        table = reputation_table(extra[["contributor", "n", "flagged"]], prior=prior, level=level_each)
+        attrs = dict(table.attrs, level_each=level_each)
         extra["contributor"] = extra["contributor"].astype(object)
         table["contributor"] = table["contributor"].astype(object)
         out = table.merge(extra[["contributor", "n_audits", "first_version", "last_version"]], on="contributor", how="left")

@@ -359,22 +359,41 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)),
                           files=tuple(f.resolve() for f in files),  # none: the table holds the images itself
                           image_root=p.parent.resolve() if files else None, options=opts)
-    if text_col is not None:
+    explicit_text = text_col is not None
+    if explicit_text:
         L._need_column(df, text_col, "text", p)
     elif "text" in df.columns and not pd.api.types.is_numeric_dtype(df["text"].dtype) and "text" not in (
             label, id_col, contributor, source):
         text_col = "text"
+    if features is not None and text_col is not None:
+        named = [features] if isinstance(features, str) else [str(f) for f in features]
+        if text_col in named:  # features=[the text column]: audit the texts
+            if len(named) > 1:
+                raise ConfigError(f"column {text_col!r} holds text: audit it alone (features=[{text_col!r}] or "
+                                  "text=) or leave it out of the features; texts and numeric columns are not "
+                                  "audited together")
+            return _text_table(df, p, label=label, text_col=text_col, id_col=id_col, contributor=contributor,
+                               source=source)
     reserved = {c for c in (label, id_col, contributor, source, text_col) if c is not None}
     if features is None:
         features = [c for c in df.columns if c not in reserved and not L._is_saved_index(df, c) and (
             pd.api.types.is_numeric_dtype(df[c].dtype) or pd.api.types.is_bool_dtype(df[c].dtype))]
         skipped = [c for c in df.columns if c not in reserved and c not in features and not L._is_saved_index(df, c)]
-        if not features and text_col is not None:  # a table of texts: featurised like JSON Lines
+        if text_col is not None and (explicit_text or not features):  # a table of texts: featurised like JSON Lines
+            if features:
+                warnings.warn(f"{p}: the texts of column {text_col!r} are audited; the other columns are not "
+                              f"used ({', '.join(repr(c) for c in features[:5])}"
+                              f"{', ...' if len(features) > 5 else ''})", UserWarning, stacklevel=3)
             return _text_table(df, p, label=label, text_col=text_col, id_col=id_col, contributor=contributor,
                                source=source)
         if not features:
             raise DataError(f"{p} has no numeric feature columns besides {sorted(reserved)}; encode them as numbers "
                             "first (or name a text column with text= / --text to audit texts)")
+        if text_col is not None:  # found by its name beside numeric columns: say which one the audit reads
+            warnings.warn(f"{p}: column {text_col!r} holds text and is shown in the report, but the audit reads the "
+                          f"numeric columns ({', '.join(repr(c) for c in features[:5])}"
+                          f"{', ...' if len(features) > 5 else ''}); pass text={text_col!r} (--text {text_col}) to "
+                          "audit the texts instead", UserWarning, stacklevel=3)
         if skipped:
             L.warn_skipped_columns(df, skipped, p, stacklevel=3)
     else:
@@ -393,14 +412,17 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
     return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
 
 
-def _featurize_texts(texts: list, p: Path) -> np.ndarray:
-    """TF-IDF + SVD features of the audited texts (JSON Lines, or a table's text column)."""
+def _featurize_texts(texts: list, p: Path, where: Sequence[str]) -> np.ndarray:
+    """TF-IDF + SVD features of the audited texts (JSON Lines, or a table's text column); ``where``
+    names each text for the warning about texts without words ("line 17", "data row 3")."""
     from mithridate.data import loaders as L
     from mithridate.data import text as T
 
     feat = T._make_featurizer("tfidf", 20000, 256, 0)
     with L._context(f"{p} (featurizing the texts)"):
-        return np.asarray(T._features(feat, texts, "audited", fit=True), dtype=np.float32)
+        X = np.asarray(T._features(feat, texts, "audited", fit=True), dtype=np.float32)
+    T._warn_no_words(feat, X, where, p)
+    return X
 
 
 def _text_table(df: pd.DataFrame, p: Path, *, label: str, text_col: str, id_col: Optional[str],
@@ -411,13 +433,13 @@ def _text_table(df: pd.DataFrame, p: Path, *, label: str, text_col: str, id_col:
     from mithridate.data import loaders as L
 
     col = df[text_col]
-    blank = col.isna().to_numpy() | np.array([not str(v).strip() for v in col.tolist()])
-    if blank.any():
-        raise DataError(f"text column {text_col!r} in {p} is empty in data row {int(np.flatnonzero(blank)[0])} "
-                        f"({int(blank.sum())} rows); drop or fill those rows first")
-    texts = [str(v) for v in col.tolist()]
+    missing = col.isna().to_numpy()
+    texts = ["" if m else str(v) for v, m in zip(col.tolist(), missing)]
+    if not any(t.strip() for t in texts):
+        raise DataError(f"text column {text_col!r} in {p} is empty in every row; name the column that holds the "
+                        "texts (--text)")
     hashes = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest() for t in texts]
-    X = _featurize_texts(texts, p)
+    X = _featurize_texts(texts, p, [f"data row {i + 1}" for i in range(len(texts))])
     ds = L._table_dataset(df, p, label=label, features=[], id_col=id_col, contributor=contributor, source=source,
                           classes=None, name=L._stem(p), min_classes=2, images=X)
     ds = ds.replace(meta=ds.meta.assign(text=np.array(texts, dtype=object), text_hash=np.array(hashes, dtype=object)))
@@ -441,7 +463,7 @@ def _load_jsonl_full(p: Path, *, label: Optional[str], text: Optional[str], id_c
     L._warn_spaced_labels(np.asarray(rec.labels, dtype=object), rec.label_key, p)
     with L._context(str(p)):
         y_idx, classes = encode_labels(np.asarray(rec.labels, dtype=object))
-    X = _featurize_texts(rec.texts, p)
+    X = _featurize_texts(rec.texts, p, [f"line {n}" for n in rec.lines])
     idx = np.arange(len(rec.texts))
     with L._context(str(p)):
         ds = T._dataset(np.asarray(X, dtype=np.float32), y_idx, classes, rec, idx, T._ids(rec), T._jsonl_stem(p),
@@ -620,7 +642,8 @@ def _features(ds: Dataset, mode: str, model: Any, layer: str, random_state: Rand
         raise ConfigError(f"features must be one of {FEATURE_MODES}, got {mode!r}")
     use_model = mode == "model" or (mode == "auto" and (model is not None or ds.is_image))
     if not use_model:
-        return np.asarray(ds.X, dtype=np.float32).reshape(len(ds), -1), "raw", None
+        rep = f"text (TF-IDF + SVD, {ds.X.shape[1]}-d)" if "text" in ds.meta.columns else "raw"
+        return np.asarray(ds.X, dtype=np.float32).reshape(len(ds), -1), rep, None
     if model is None:
         from mithridate.models.nets import default_classifier
 
@@ -962,6 +985,9 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary
             ens.fit(ds, feature_model, features=feats, learnt=learnt,
                     on_member=lambda m, i, n: steps.describe(f"running detectors: {m} ({i + 1} of {n})"))
+        for member, why in ens.skipped_.items():  # also in the summary and the report; say it now too
+            warnings.warn(f"detector {member} did not run and the audit goes on without it: {why}", UserWarning,
+                          stacklevel=2)
         flags = np.asarray(ens.default_flags(), dtype=bool)
         member_flags = ens.member_flags()
     roni_table = None

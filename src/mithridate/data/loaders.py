@@ -1336,6 +1336,7 @@ def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4)
         return
     values = pd.Series(y).dropna().astype(str)
     counts = values.value_counts(sort=False)
+    _warn_rare_labels(counts, label, p, stacklevel + 1)
     groups: dict = {}
     for v in counts.index:
         groups.setdefault(v.strip().casefold(), []).append(v)
@@ -1347,6 +1348,22 @@ def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4)
     warnings.warn(f"{p}: label values in column {label!r} differ only by case or spaces and are kept as "
                   f"different classes: {shown}{more}; normalise that column (e.g. strip and lower-case it) if "
                   "they are one class", UserWarning, stacklevel=stacklevel)
+
+
+def _warn_rare_labels(counts: pd.Series, label: str, p: Path, stacklevel: int) -> None:
+    """Warn about label values held by at most 2 rows while the typical class has at least 50: most
+    often a typo ('shiping' beside 'shipping'). They stay classes of their own; the label detectors
+    then rate those rows as likely errors."""
+    if len(counts) < 3 or float(counts.median()) < 50:
+        return
+    rare = counts[counts <= 2].sort_values()
+    if not len(rare):
+        return
+    shown = ", ".join(f"{v!r} ({int(n)})" for v, n in rare.head(5).items())
+    more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+    warnings.warn(f"{p}: label values in column {label!r} held by only one or two rows while the typical class "
+                  f"has {int(counts.median()):,}: {shown}{more}; a typo? They are kept as classes of their own",
+                  UserWarning, stacklevel=stacklevel)
 
 
 def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, size: Any,

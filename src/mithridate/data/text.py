@@ -21,6 +21,16 @@ et al. 1990) and each projected row is scaled to unit L2 norm,
 
     x_i = P_d^T t_i / ||P_d^T t_i||,    d = min(n_components, vocabulary - 1, n_train - 1).
 
+A text with no word of the vocabulary (empty, whitespace, emoji or punctuation only) has no
+TF-IDF row to project. Left at zero it would sit at distance 1 from every unit row -- closer than
+two unrelated texts (distance sqrt(2)) -- and become every text's nearest neighbour (a user's
+4,000 tickets with 12 empty ones: 89% of all 10-nearest-neighbour slots, and the kNN detector
+flagged 91% of the rows). It is placed instead at ``-e_1``, opposite the first singular
+direction: TF-IDF rows are non-negative, so their first singular direction can be taken
+non-negative (Perron-Frobenius) and every text has a cosine >= 0 with it; ``-e_1`` is then at
+least as far from every text as two unrelated texts are from each other, and identical to the
+other texts without words (``no_words_`` counts them at fit time).
+
 Dense output means every detector (k-NN through faiss, spectral signatures, outlier scores,
 ...) and every model works on text unchanged. Words that occur only in the test split (or in a
 later file transformed with the same fitted featurizer) are unknown to the vocabulary and are
@@ -111,7 +121,8 @@ class TextFeaturizer:
     min_df : int, default=1
         Ignore terms that occur in fewer training texts.
     normalize : bool, default=True
-        Scale each output row to unit L2 norm (rows of texts with no known word stay zero).
+        Scale each output row to unit L2 norm; a text with no known word gets the unit row
+        ``-e_1`` (see the module docstring; with ``normalize=False`` its row stays zero).
     random_state : int, default=0
         Seed of the randomized SVD solver; the same texts and seed give the same features.
 
@@ -128,6 +139,8 @@ class TextFeaturizer:
         Output dimension.
     explained_variance_ratio_ : float
         Share of the TF-IDF variance the projection keeps (1.0 without SVD).
+    no_words_ : int
+        Training texts with no word of the vocabulary (empty, whitespace or symbols only).
 
     Examples
     --------
@@ -271,6 +284,12 @@ class TextFeaturizer:
             svd = TruncatedSVD(n_components=d, algorithm="randomized", random_state=int(self.random_state))
             Z = svd.fit_transform(T)
             ratio = float(np.sum(svd.explained_variance_ratio_))
+            # orient the first singular direction towards the (non-negative) TF-IDF rows, whatever
+            # sign the solver returned, so that -e_1 lies away from every text
+            if float(np.sum(Z[:, 0])) < 0:
+                svd.components_[0] *= -1.0
+                Z[:, 0] *= -1.0
+        self.no_words_ = int(np.sum(np.asarray(T.getnnz(axis=1)) == 0))
         self.vectorizer_, self.svd_ = vec, svd
         self.vocabulary_size_, self.n_components_ = vocab, int(Z.shape[1])
         self.explained_variance_ratio_ = ratio
@@ -281,6 +300,10 @@ class TextFeaturizer:
         if self.normalize:
             norms = np.linalg.norm(Z, axis=1, keepdims=True)
             Z = Z / np.where(norms > 1e-12, norms, 1.0)
+            empty = norms[:, 0] <= 1e-12  # no known word: opposite the first singular direction
+            if empty.any():
+                Z[empty] = 0.0
+                Z[empty, 0] = -1.0
         return np.ascontiguousarray(Z, dtype=np.float32)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -303,6 +326,22 @@ class TextFeaturizer:
 # ----------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------
+class _DuplicateKey(ValueError):
+    """A JSON object with the same key twice (raised by :func:`_unique_keys`)."""
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook`` of the JSONL decoder: the object as a dict, refusing a repeated key."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
 def _short(value: Any, limit: int = 60) -> str:
     r = repr(value)
     return r if len(r) <= limit else r[: limit - 3] + "..."
@@ -446,7 +485,8 @@ def _read_jsonl(
     seen_extra = {contributor: False, source: False}
     first_keys: Optional[list] = None
     lineno = 0
-    decoder = json.JSONDecoder(strict=False)  # raw control characters inside strings are kept verbatim
+    # raw control characters inside strings are kept verbatim; a key given twice is refused
+    decoder = json.JSONDecoder(strict=False, object_pairs_hook=_unique_keys)
     try:
         fh = _open_lines(p)
     except OSError as exc:
@@ -487,8 +527,14 @@ def _read_jsonl(
                 obj = decoder.decode(line.strip())
             except json.JSONDecodeError as exc:
                 raise DataError(
-                    f"{where} is not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
+                    f"{where} is not valid JSON ({exc.msg}, column {exc.colno}); each line must be "
                     'one JSON object such as {"text": "...", "label": "..."}'
+                ) from None
+            except _DuplicateKey as exc:
+                raise DataError(
+                    f"{where} gives the key {_short(exc.args[0])} twice; JSON readers disagree on which value "
+                    "counts (Python's keeps the last, others the first), so a poisoned line could show one label "
+                    "to one tool and another to the next: remove the duplicate"
                 ) from None
             except RecursionError:
                 raise DataError(f"{where}: the JSON is nested too deeply to read") from None
@@ -512,7 +558,7 @@ def _read_jsonl(
                     keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
                     raise DataError(
                         f"{where} has no {key!r} key (the {role}); keys on this line: {keys}; name another "
-                        f"key with --{role} ({role}=<key name> in Python)"
+                        f"key with --{role} (in Python: {role}='key name')"
                     )
             t = obj[text]
             if not isinstance(t, str):
@@ -561,7 +607,7 @@ def _read_jsonl(
     if not rec.texts:
         raise DataError(
             f"{p} is empty (no JSON lines); expected one JSON object per line such as "
-            f'{{"{text}": "...", "{label}": "..."}}'
+            f'{{"{text or "text"}": "...", "{label or "label"}": "..."}}'
         )
     for key, role in ((contributor, "contributor"), (source, "source")):
         if key is not None and not seen_extra[key]:
@@ -637,6 +683,23 @@ def _make_featurizer(featurizer: Any, max_features: Optional[int], n_components:
         f"featurizer must be 'tfidf' or an object with fit(texts) and transform(texts), got "
         f"{type(featurizer).__name__}"
     )
+
+
+def _warn_no_words(feat: Any, X: np.ndarray, where: Sequence[str], path: Any) -> None:
+    """Warn once about texts without a word of the vocabulary (placed at -e_1 by :class:`TextFeaturizer`).
+    ``where`` names each row (e.g. "line 17")."""
+    if not isinstance(feat, TextFeaturizer) or not feat.normalize or X.ndim != 2 or not len(X):
+        return
+    empty = np.flatnonzero((X[:, 0] <= -1.0 + 1e-5) & (np.abs(X[:, 1:]).sum(axis=1) <= 1e-5))
+    if not len(empty):
+        return
+    import warnings
+
+    shown = ", ".join(str(where[i]) for i in empty[:3].tolist()) + (", ..." if len(empty) > 3 else "")
+    warnings.warn(
+        f"{path}: {len(empty)} of {len(X)} texts have no word the TF-IDF features count (empty, whitespace, "
+        f"emoji or punctuation only: {shown}); they carry no content to check their labels against and are kept "
+        "together, away from every other text", UserWarning, stacklevel=3)
 
 
 def _features(feat: Any, texts: list, what: str, fit: bool = False) -> np.ndarray:
@@ -798,6 +861,7 @@ def load_jsonl(
     test_texts = [rec_test.texts[i] for i in test_idx.tolist()]
     with _loaders._context(f"{p} (featurizing the training split)"):
         X_train = _features(feat, train_texts, "training", fit=True)
+    _warn_no_words(feat, X_train, [f"line {rec.lines[i]}" for i in train_idx.tolist()], p)
     with _loaders._context(f"{p_test} (featurizing the test split)"):
         X_test = _features(feat, test_texts, "test")
     with _loaders._context(str(p)):

@@ -16,6 +16,8 @@ model layer and calls ``cleanlab.filter.find_label_issues`` for the flags and
 
 from __future__ import annotations
 
+import warnings
+
 import copy
 import inspect
 from typing import Any, Callable, Sequence, Union
@@ -80,7 +82,9 @@ class ConfidentLearning(Detector):
         20% flips, F1 of the flags with C = 1 / 0.3 / 0.1 / 0.03: digits 0.85 / 0.88 / 0.90 / 0.92,
         breast_cancer 0.83 / 0.85 / 0.88 / 0.91, wine 0.84 / 0.91 / 0.91 / 0.91).
     cv : int, default=5
-        Number of stratified folds; every class needs at least ``cv`` samples.
+        Number of stratified folds. A class with fewer than ``cv`` samples (e.g. one made by a
+        label typo) is still scored: its samples are held out by fold models that saw few or none
+        of its samples, so their labels look like errors -- which a class of one usually is.
     filter_by : str, default="prune_by_noise_rate"
         cleanlab's rule for :meth:`flag` with no argument (one of ``prune_by_noise_rate``,
         ``prune_by_class``, ``both``, ``confident_learning``, ``predicted_neq_given``,
@@ -146,23 +150,28 @@ class ConfidentLearning(Detector):
     def out_of_fold_probs(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Predicted probabilities of each sample from the fold model that did not train on it.
 
-        ``y`` must hold class indices ``0..K-1``, every one present at least ``cv`` times.
+        ``y`` must hold class indices ``0..K-1``; a class with fewer than ``cv`` samples is missing
+        from some fold models' training data (its probability there comes from ``fit_model``'s
+        handling of absent classes).
         """
         from sklearn.model_selection import StratifiedKFold
 
         if isinstance(self.cv, bool) or not isinstance(self.cv, (int, np.integer)) or self.cv < 2:
             raise ConfigError(f"cv must be an int >= 2, got {self.cv!r}")
         counts = np.bincount(y)
-        if counts.min() < self.cv:
-            raise DataError(
-                f"{self.name}: class {int(np.argmin(counts))} has {int(counts.min())} samples, fewer than "
-                f"cv={self.cv} folds; lower cv or drop that class"
-            )
+        if counts.max() < self.cv:
+            raise DataError(f"{self.name}: every class has fewer samples than cv={self.cv} folds (the largest "
+                            f"has {int(counts.max())}); lower cv")
         n_classes = len(counts)
         rng = check_random_state(self.random_state)
         folds = StratifiedKFold(n_splits=int(self.cv), shuffle=True, random_state=seed_from(rng))
+        with warnings.catch_warnings():
+            # a class with fewer samples than folds (a label typo made a class of one): its samples are
+            # held out by models that saw few or none of them, so its labels score as likely errors
+            warnings.filterwarnings("ignore", message=".*least populated class.*")
+            splits = list(folds.split(features, y))
         probs = np.zeros((len(y), n_classes))
-        for train_idx, held_idx in folds.split(features, y):
+        for train_idx, held_idx in splits:
             model = fit_model(self._new_model(rng), features[train_idx], y[train_idx], n_classes)
             p = np.asarray(model.predict_proba(features[held_idx]), dtype=np.float64)
             if p.shape != (len(held_idx), n_classes):
