@@ -375,6 +375,9 @@ def test_detect_scores_every_sample_of_an_npz_with_one_set(tmp_path, capsys, mon
     assert code == 0, err
     scored = pd.read_csv(tmp_path / "s.csv")
     assert json.loads(out)["n_samples"] == len(y) == len(scored) and scored["id"].iloc[0] == "w0"
+    np.save(tmp_path / "x.npy", X)  # one array, no labels: the error says how to save both
+    code, _, err = run(["detect", "knn", tmp_path / "x.npy"], capsys, monkeypatch)
+    assert code == 2 and "numpy.savez('data.npz', x=features, y=labels)" in err
 
 
 def test_audit_text_with_a_network(tmp_path, capsys, monkeypatch):

@@ -2009,6 +2009,11 @@ def load_dataset(spec: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Dataset
         if "label" not in kwargs:
             raise ConfigError(f"{p} is a table: pass label=<name of the label column>")
         return load_table(p, **kwargs)
+    if low.endswith(".npy"):
+        raise DataError(
+            f"{p} is a .npy file: one array, without labels; save the features and the labels together, "
+            "e.g. numpy.savez('data.npz', x=features, y=labels) (ids=... optional), and pass the .npz"
+        )
     raise DataError(
         f"cannot tell how to load {p}; supported files end in .npz, "
         f"{', '.join(_TABLE_SUFFIXES + JSONL_SUFFIXES)}, or give a folder of images or IDX files"
