@@ -273,3 +273,62 @@ def test_tiny_dataset():
     det = DuplicateDetector().fit(ds)
     assert det.group_sizes_.tolist() == [2, 2] and det.conflicting_.all()
     assert det.flag().all()
+
+
+# -- text: MinHash over character shingles -------------------------------------------------------
+def _text_dataset(texts, labels):
+    import pandas as pd
+
+    X = np.random.default_rng(0).normal(size=(len(texts), 4)).astype(np.float32)  # features are not read
+    return Dataset.from_arrays(X, np.asarray(labels)).replace(meta=pd.DataFrame({"text": texts}))
+
+
+def _shingles(t, k=5):
+    import re
+
+    norm = " ".join(re.findall(r"\w+", t.lower()))
+    return {norm[i:i + k] for i in range(len(norm) - k + 1)}
+
+
+def test_minhash_groups_templated_texts_and_estimates_jaccard():
+    rng = np.random.default_rng(0)
+    vocab = [f"word{k}" for k in range(400)]
+    texts = [" ".join(rng.choice(vocab, 15)) for _ in range(200)]
+    labels = list(rng.integers(0, 2, 200))
+    template = "great support visit www cheap deals example for 50 off gadgets best prices guaranteed click now"
+    swaps = ["prices", "deal", "offers", "value", "rates"]
+    spam = [template.replace("prices", swaps[i % 5]) + (" limited offer" if i % 3 == 0 else "") for i in range(12)]
+    texts += spam + ["", "   ", template]  # two texts without words and an exact copy of the template
+    labels += [1] * 12 + [0, 1, 1]
+    det = DuplicateDetector(text="minhash").fit(_text_dataset(texts, labels))
+    assert det.method_ == "minhash"
+    spam_idx = np.arange(200, 212)
+    g = det.groups_[spam_idx]
+    main = np.bincount(g[g >= 0]).argmax()
+    assert (g >= 0).all() and (g == main).sum() >= 10 and det.groups_[214] == main  # templated copies group
+    assert (det.groups_[:200] == -1).all() and det.groups_[212] == det.groups_[213] == -1
+    flags = det.flag()
+    assert flags[spam_idx[g == main]].all() and flags[214] and not flags[:200].any()  # >= 8x the typical size
+    # the estimate the threshold reads is the Jaccard similarity of the shingle sets: each copy's
+    # highest estimate matches its highest exact Jaccard over the others (MinHash error ~0.04 here)
+    for i in spam_idx:
+        a = _shingles(texts[i])
+        best = max(len(a & _shingles(t)) / len(a | _shingles(t)) for j, t in enumerate(texts) if j != i and t.strip())
+        assert abs(det.nearest_similarity_[i] - best) < 0.15
+    unrelated = max(len(_shingles(texts[0]) & _shingles(t)) / len(_shingles(texts[0]) | _shingles(t))
+                    for t in texts[1:200])
+    assert unrelated < 0.5 and det.nearest_similarity_[0] < 0.8
+
+
+def test_minhash_bad_input():
+    ds = _text_dataset(["a b c", "d e f", "a b c"], [0, 1, 0])
+    with pytest.raises(ConfigError, match="jaccard must be in"):
+        DuplicateDetector(text="minhash", jaccard=1.5).fit(ds)
+    with pytest.raises(ConfigError, match="shingle_size must be an int"):
+        DuplicateDetector(text="minhash", shingle_size=0).fit(ds)
+    with pytest.raises(ConfigError, match="text must be one of"):
+        DuplicateDetector(text="words").fit(ds)
+    with pytest.raises(ConfigError, match="needs a text dataset"):
+        DuplicateDetector(text="minhash").fit(Dataset.from_arrays(np.zeros((3, 2)), np.array([0, 1, 0])))
+    det = DuplicateDetector(text="minhash").fit(ds)  # two equal texts: exact duplicates
+    assert det.exact_duplicate_.tolist() == [True, False, True] and det.conflicting_.sum() == 0

@@ -53,13 +53,30 @@ times the typical size (default 8×). The group ids in ``groups_`` let an analys
 as a whole; ``flag(budget=...)`` / ``flag(threshold=...)`` follow the score instead (minorities
 first).
 
-Scope: MinHash / shingling for near-duplicate *text* is not implemented (there are no text data
-sets yet); pass an embedding as ``features=`` meanwhile.
+Text
+----
+By default a text dataset is grouped like any other, by the cosine of its feature vectors (the
+TF-IDF + SVD rows of :mod:`mithridate.data.text`). ``text="minhash"`` groups the texts
+themselves instead: each text (lower-cased, its ``\w+`` words joined by single spaces) is the set
+of its character ``shingle_size``-grams, and two texts are near-duplicates when the Jaccard
+similarity of their sets, estimated by MinHash (Broder 1997; ``num_perm`` permutations,
+datasketch), is at least ``jaccard``. Candidate pairs come from MinHash locality-sensitive hashing
+(datasketch's ``MinHashLSH``, banded at that threshold), so the search stays near-linear; each
+candidate is then checked with the estimate. Exact duplicates are equal texts; texts without
+words have no shingles and no near-duplicate. It reads only the texts, so it does not depend on
+a featurizer (or on a vocabulary fitted to the data), and its threshold is on the texts' overlap,
+which a reviewer can check. Measured on a user's support tickets with templated spam (one
+template, 1-3 words changed per copy; their own generator): 4,000 tickets with 50 spam, MinHash
+at the default 0.8 grouped 44 of the 50 (0.7: 48), the default cosine on the TF-IDF + SVD
+features all 50; 20,000 tickets with 250 spam: 238 (0.7: 250) against 250; no clean ticket
+grouped by either. Character shingles, because a changed word breaks every word 3-gram it is in:
+word 3-grams at 0.8 grouped 26 of the 50.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -73,6 +90,8 @@ from mithridate.errors import ConfigError
 __all__ = ["DuplicateDetector", "row_hashes"]
 
 SCALINGS = ("standardize", "center", "none")
+TEXT_MODES = ("features", "minhash")
+_WORD = re.compile(r"\w+")
 
 
 def row_hashes(features: np.ndarray) -> np.ndarray:
@@ -115,6 +134,17 @@ class DuplicateDetector(Detector):
         ``features=``) to group samples by meaning instead.
     n_threads : int, optional
         Threads faiss may use for the search.
+    text : {"features", "minhash"}, default="features"
+        Text datasets (``meta["text"]``): ``"features"`` groups them by the cosine of their feature
+        vectors like any other data; ``"minhash"`` by the Jaccard similarity of the texts'
+        character shingles (module docstring, "Text"; ``features=`` are then not read).
+    jaccard : float in (0, 1], default=0.8
+        MinHash: estimated Jaccard similarity of the shingle sets at or above which two texts are
+        near-duplicates.
+    shingle_size : int, default=5
+        MinHash: characters per shingle.
+    num_perm : int, default=128
+        MinHash: permutations (the estimate's standard error is about sqrt(J(1-J)/num_perm)).
 
     Attributes
     ----------
@@ -142,6 +172,8 @@ class DuplicateDetector(Detector):
         size_i, the group-size term of the score.
     scaling_ : str
         The column preprocessing used (``scaling`` resolved).
+    method_ : str
+        ``"minhash"`` (texts) or ``"cosine"`` (feature vectors).
 
     Examples
     --------
@@ -163,7 +195,8 @@ class DuplicateDetector(Detector):
     References
     ----------
     Johnson, Douze, Jégou. "Billion-scale similarity search with GPUs." IEEE Trans. Big Data
-    2019 (faiss). Tramèr et al. "Truth Serum: Poisoning Machine Learning Models to Reveal Their
+    2019 (faiss). Broder. "On the resemblance and containment of documents." SEQUENCES 1997
+    (MinHash). Leskovec, Rajaraman, Ullman. *Mining of Massive Datasets*, ch. 3 (LSH banding). Tramèr et al. "Truth Serum: Poisoning Machine Learning Models to Reveal Their
     Secrets." CCS 2022 (campaigns of mislabelled copies).
     """
 
@@ -171,7 +204,8 @@ class DuplicateDetector(Detector):
 
     def __init__(self, similarity: Optional[float] = 0.99, n_neighbors: int = 32, scaling: str = "auto",
                  conflict_weight: float = 3.0, size_threshold: float = 3.0, layer: Optional[str] = None,
-                 n_threads: Optional[int] = None):
+                 n_threads: Optional[int] = None, text: str = "features", jaccard: float = 0.8, shingle_size: int = 5,
+                 num_perm: int = 128):
         self.similarity = similarity
         self.n_neighbors = n_neighbors
         self.scaling = scaling
@@ -179,6 +213,10 @@ class DuplicateDetector(Detector):
         self.size_threshold = size_threshold
         self.layer = layer
         self.n_threads = n_threads
+        self.text = text
+        self.jaccard = jaccard
+        self.shingle_size = shingle_size
+        self.num_perm = num_perm
 
     def features_for(self, dataset: Dataset, model: Any = None) -> np.ndarray:
         if model is not None and self.layer is None:
@@ -192,13 +230,23 @@ class DuplicateDetector(Detector):
         ``features`` rows when those are given.
         """
         self._hashes = None
+        self._texts = None
         self._raw_table = reads_raw_table(self, dataset, model, features)
+        if self.text not in TEXT_MODES:
+            raise ConfigError(f"{self.name}: text must be one of {', '.join(TEXT_MODES)}, got {self.text!r}")
+        has_text = isinstance(dataset, Dataset) and "text" in dataset.meta.columns
+        if self.text == "minhash" and not has_text:
+            raise ConfigError(f"{self.name}: text='minhash' needs a text dataset (meta['text'], e.g. load_jsonl)")
         if features is None and isinstance(dataset, Dataset):
             self._hashes = np.asarray(dataset.content_hashes)
+        if has_text and self.text == "minhash":
+            self._texts = ["" if t is None else str(t) for t in dataset.meta["text"].tolist()]
+            self._hashes = np.array([hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+                                     for t in self._texts])
         try:
             return super().fit(dataset, model, features=features)
         finally:
-            del self._hashes, self._raw_table
+            del self._hashes, self._raw_table, self._texts
 
     def _check_params(self) -> Optional[float]:
         sim = self.similarity
@@ -243,7 +291,15 @@ class DuplicateDetector(Detector):
         cols = [first[inverse]]
         self.exact_duplicate_ = counts[inverse] > 1
         nearest = np.full(n, np.nan)
-        if sim is not None and n > 1:
+        texts = getattr(self, "_texts", None)
+        self.method_ = "cosine"
+        if texts is not None and len(texts) == n:
+            self.method_ = "minhash"
+            r, c, nearest = self._minhash_edges(texts)
+            nearest[self.exact_duplicate_] = 1.0
+            rows.append(r)
+            cols.append(c)
+        elif sim is not None and n > 1:
             if self.scaling_ == "standardize":
                 (X,) = standardize(features)
             elif self.scaling_ == "center":
@@ -297,6 +353,62 @@ class DuplicateDetector(Detector):
         self.n_groups_ = int(groups.max() + 1) if multi.any() else 0
         self.size_scores_ = size_score
         return size_score + float(self.conflict_weight) * conflict
+
+    def _minhash_edges(self, texts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Near-duplicate pairs of texts by MinHash LSH (module docstring, "Text"): (rows, cols) of
+        the edges and each text's highest estimated Jaccard similarity to a candidate (0 without
+        candidates)."""
+        from datasketch import MinHash, MinHashLSH
+
+        jac, k, perm = self.jaccard, self.shingle_size, self.num_perm
+        try:
+            jac = float(jac)
+        except (TypeError, ValueError):
+            jac = float("nan")
+        if not 0.0 < jac <= 1.0:
+            raise ConfigError(f"{self.name}: jaccard must be in (0, 1], got {self.jaccard!r}")
+        for what, v, lo in (("shingle_size", k, 1), ("num_perm", perm, 16)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ConfigError(f"{self.name}: {what} must be an int >= {lo}, got {v!r}")
+        n = len(texts)
+        shingles = []
+        for t in texts:
+            norm = " ".join(_WORD.findall(t.lower()))  # words only, lower-cased, single spaces
+            if not norm:
+                sh = set()
+            elif len(norm) <= k:
+                sh = {norm}
+            else:
+                sh = {norm[i:i + k] for i in range(len(norm) - k + 1)}
+            shingles.append([w.encode("utf-8", "surrogatepass") for w in sorted(sh)])
+        has = np.array([bool(sh) for sh in shingles])
+        nearest = np.zeros(n)
+        if has.sum() < 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), nearest
+        keep = np.flatnonzero(has)
+        minhashes = MinHash.bulk([shingles[i] for i in keep.tolist()], num_perm=int(perm), seed=1)
+        H = np.stack([m.hashvalues for m in minhashes])
+        # LSH banding tuned to the threshold; a threshold of 1 is banded just below it
+        lsh = MinHashLSH(threshold=min(jac, 0.99), num_perm=int(perm))
+        with lsh.insertion_session() as session:
+            for pos, m in enumerate(minhashes):
+                session.insert(pos, m, check_duplication=False)
+        cap = int(self.n_neighbors)
+        rows, cols = [], []
+        for pos, m in enumerate(minhashes):
+            cand = np.array(sorted(c for c in lsh.query(m) if c != pos), dtype=np.int64)
+            if not len(cand):
+                continue
+            est = (H[cand] == H[pos]).mean(axis=1)
+            nearest[keep[pos]] = float(est.max())
+            ok = cand[est >= jac - 1e-12]
+            if len(ok) > cap:  # a huge group: each member links to some, components still join it whole
+                ok = ok[np.argsort(-est[est >= jac - 1e-12], kind="stable")[:cap]]
+            rows.append(np.full(len(ok), keep[pos], dtype=np.int64))
+            cols.append(keep[ok])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), nearest
+        return np.concatenate(rows), np.concatenate(cols), nearest
 
     def default_flags(self) -> np.ndarray:
         """Members of groups ≥ ``2 ** size_threshold`` × the typical size and of groups that hold
