@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -396,6 +397,11 @@ def test_audit_text_with_a_network(tmp_path, capsys, monkeypatch):
     code, out, err = run(["audit", path, "--contributor", "who", "--id-col", "id", "--no-ledger", "--out",
                           tmp_path / "o2", "--json"], capsys, monkeypatch)
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["representation"].startswith("text (TF-IDF")
+    code, out, err = run(["sanitize", path, "--network", "--id-col", "id", "--out", tmp_path / "clean.jsonl", "--json"],
+                         capsys, monkeypatch)
+    assert code == 0, err
+    manifest = json.loads(Path(json.loads(out)["manifest"]).read_text())
+    assert manifest["representation"].startswith("model layer 'penultimate'")
 
 
 def test_errors_name_the_command_line_options(tmp_path, capsys, monkeypatch):

@@ -938,6 +938,7 @@ def sanitize(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="The CSV of removed samples (default: OUT's name ending in .removed.csv; the JSON manifest goes beside it)."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` (default: train one)."),
+    network: bool = typer.Option(False, "--network", help="Tables and text: read the penultimate layer of a network trained on the data, as `audit --network`."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
     image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
@@ -952,7 +953,7 @@ def sanitize(
     model = TorchClassifier.load(model_path) if model_path is not None else None
     res = run_sanitize(data, out_path, label=label, features=_split_features(features), id_col=id_col,
                        contributor=contributor, source=source, text_col=text_col, image_col=image_col,
-                       size=_parse_size(size), policy=pol, model=model,
+                       size=_parse_size(size), policy=pol, model=model, feature_mode="model" if network else "auto",
                        budget=budget, drop_contributors=drop_contributors, overwrite=overwrite, random_state=seed,
                        progress=not as_json, manifest=manifest)
     doc = {"input": str(data), "output": str(res.output), "removed_csv": str(res.manifest),
