@@ -652,6 +652,9 @@ def _features(ds: Dataset, mode: str, model: Any, layer: str, random_state: Rand
             model.fit(ds, n_classes=ds.n_classes, description="audit: training the feature network")
         trained = True
     else:
+        from mithridate.models.wrap import as_model
+
+        model = as_model(model)  # a plain torch.nn.Module: read through forward hooks
         if not hasattr(model, "features"):
             raise ConfigError(f"model must have a features(X, layer=...) method, got {type(model).__name__}")
         trained = False

@@ -42,6 +42,9 @@ class Detector:
     def features_for(self, dataset: Dataset, model: Any = None) -> np.ndarray:
         if model is None:
             return np.asarray(dataset.X, dtype=np.float32).reshape(len(dataset), -1)
+        from mithridate.models.wrap import as_model
+
+        model = as_model(model)  # a plain torch.nn.Module: read through forward hooks
         if self.layer is None:
             raise ConfigError(f"{self.name}: a model was given but no layer to read; pass layer=...")
         feats = np.asarray(model.features(dataset.X, layer=self.layer), dtype=np.float32)
@@ -109,7 +112,10 @@ class Detector:
         Parameters
         ----------
         budget : float in (0, 1), optional
-            Flag the top ``ceil(budget * n)`` scores (subclasses may apply it per class).
+            Flag the top ``ceil(budget * n)`` scores. Spectral signatures, SPECTRE / robust
+            distance and activation clustering apply it per class as their papers do: the top
+            ``ceil(1.5 * budget * n_c)`` of each class c (so "5% of my data is poisoned" flags
+            about 7.5% of every class); RONI flags whole batches within the budget.
         threshold : float, optional
             Flag scores strictly above it.
         With neither, the detector's :meth:`default_threshold` is used.

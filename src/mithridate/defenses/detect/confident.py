@@ -41,6 +41,12 @@ def build_model(spec: Any, rng: np.random.Generator, *, who: str, needs: Sequenc
     ``spec`` is a model name of :mod:`mithridate.registry`, a class or callable returning a new
     model, or a model instance (deep-copied); the result must have the methods in ``needs``.
     """
+    if _is_torch_module(spec):
+        raise ConfigError(
+            f"{who} got a torch.nn.Module ({type(spec).__name__}); it needs a model it can train on each fold "
+            "(fit/predict_proba): a registered name such as 'logreg' or 'mlp', a mithridate model, or a callable "
+            "returning one -- for your own network, a TorchClassifier, or the features of your trained network "
+            "(features=) with the default model_factory")
     if isinstance(spec, str):
         from mithridate import registry
 
@@ -55,6 +61,14 @@ def build_model(spec: Any, rng: np.random.Generator, *, who: str, needs: Sequenc
     if missing:
         raise ConfigError(f"{who} built a {type(model).__name__}, which lacks {', '.join(missing)}")
     return model
+
+
+def _is_torch_module(obj: Any) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(obj, torch.nn.Module)
 
 
 def fit_model(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> Any:

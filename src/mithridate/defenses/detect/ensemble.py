@@ -273,6 +273,9 @@ class Ensemble(Detector):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        from mithridate.models.wrap import as_model
+
+        model = as_model(model)  # a plain torch.nn.Module: read through forward hooks
         self.learnt_ = bool(model is not None) if learnt is None else bool(learnt)
         members = self._members(self.learnt_)
         features = self.checked_features(dataset, model, features)
