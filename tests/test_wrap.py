@@ -115,3 +115,22 @@ def test_strip_warns_when_the_model_columns_are_not_the_dataset_classes():
         warnings.simplefilter("error")
         det = StripDetector(n_draws=2).fit(ordered, model=net)
     assert det.label_agreement_ > 0.9
+
+
+def test_awkward_arrays_from_a_users_own_code_are_said():
+    from mithridate.attacks.backdoor import BadNets
+    from mithridate.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 8, 8, 1)).astype(np.float32)  # channels last
+    with pytest.warns(UserWarning, match=r"read as N x C x H x W \(8 channels of 8 x 1 pixels\).*moveaxis"):
+        Dataset.from_arrays(X, rng.integers(0, 2, 40))
+    ds = Dataset.from_arrays(np.moveaxis(X, -1, 1) * 255, rng.integers(0, 2, 40))  # 0-255 pixels
+    with pytest.warns(UserWarning, match=r"badnets: the images go up to 25\d.*divide the images by 255"):
+        BadNets(target=0, poison_rate=0.1, size=2).poison(ds, random_state=0)
+    with pytest.raises(DataError, match="the features have no columns"):
+        SpectralSignatures().fit(ds, features=np.zeros((40, 0)))
+    from mithridate.defenses.detect.influence import InfluenceDetector
+
+    with pytest.raises(ConfigError, match="expects a mithridate Dataset, got ndarray"):
+        InfluenceDetector().fit(np.zeros((4, 2)))

@@ -71,6 +71,17 @@ class _DirtyLabelBackdoor(Attack):
                          trigger=trigger, target=target)
 
 
+def _warn_unscaled(dataset: Dataset, who: str) -> None:
+    """Triggers are made for images in [0, 1]: warn when the images go far above (0-255 pixels)."""
+    hi = float(np.max(dataset.X)) if len(dataset) else 0.0
+    if hi > 1.5:
+        import warnings
+
+        warnings.warn(f"{who}: the images go up to {hi:g}, but trigger values are for images scaled to [0, 1] "
+                      "(a patch of 1.0 on 0-255 pixels is nearly black: an invisible trigger); divide the images "
+                      "by 255 first", UserWarning, stacklevel=4)
+
+
 class BadNets(_DirtyLabelBackdoor):
     """BadNets: a small patch stamped on a fraction of the training images, relabelled to the target.
 
@@ -114,6 +125,7 @@ class BadNets(_DirtyLabelBackdoor):
         self.margin = margin
 
     def make_trigger(self, dataset: Dataset, rng: np.random.Generator) -> Trigger:
+        _warn_unscaled(dataset, self.name)
         return patch_trigger(dataset.X.shape[1:], size=self.size, position=self.position, value=self.value,
                              margin=self.margin)
 
@@ -146,4 +158,5 @@ class Blend(_DirtyLabelBackdoor):
         self.pattern = pattern
 
     def make_trigger(self, dataset: Dataset, rng: np.random.Generator) -> Trigger:
+        _warn_unscaled(dataset, self.name)
         return blend_trigger(dataset.X.shape[1:], alpha=self.alpha, pattern=self.pattern, random_state=rng)

@@ -205,6 +205,13 @@ class Dataset:
         n = len(X)
         if n == 0:
             raise DataError("the dataset is empty (0 samples)")
+        if X.ndim == 4 and X.shape[3] in (1, 3, 4) and X.shape[1] not in (1, 3, 4):
+            import warnings
+
+            warnings.warn(
+                f"images of shape {tuple(X.shape)} are read as N x C x H x W ({X.shape[1]} channels of "
+                f"{X.shape[2]} x {X.shape[3]} pixels); channels-last (N x H x W x C) images need "
+                "numpy.moveaxis(X, -1, 1) first", UserWarning, stacklevel=2)
         if task == "regression":
             y_idx, classes_t = _check_targets(y), ()
         elif task == "classification":

@@ -63,6 +63,8 @@ class Detector:
         features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
         if len(features) != len(dataset):
             raise DataError(f"{len(features)} feature rows for {len(dataset)} samples")
+        if features.shape[1] == 0:
+            raise DataError(f"{self.name}: the features have no columns (shape {features.shape})")
         if not np.all(np.isfinite(features)):
             raise DataError(f"{self.name}: features contain NaN or infinite values")
         return features

@@ -534,6 +534,8 @@ class InfluenceDetector(Detector):
         validation_features : ndarray of shape (n_validation, d), optional
             Their precomputed features (default: the same layer of ``model``, or raw features).
         """
+        if not isinstance(dataset, Dataset):
+            raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.head not in HEADS:
