@@ -134,3 +134,18 @@ def test_awkward_arrays_from_a_users_own_code_are_said():
 
     with pytest.raises(ConfigError, match="expects a mithridate Dataset, got ndarray"):
         InfluenceDetector().fit(np.zeros((4, 2)))
+
+
+def test_one_detector_instance_in_two_ensembles_and_regression_data():
+    from mithridate.defenses.detect import Ensemble
+    from mithridate.defenses.detect.knn import KNNLabelConsistency
+
+    X, y = _data()
+    flat = X.reshape(len(X), -1)
+    knn = KNNLabelConsistency()
+    e1 = Ensemble([knn, "robust-distance"]).fit(Dataset.from_arrays(flat, y))
+    e2 = Ensemble([knn, "robust-distance"]).fit(Dataset.from_arrays(flat[:100], y[:100]))
+    assert len(e1.flag()) == len(X) and len(e2.flag()) == 100  # the first used to break (member refitted)
+    reg = Dataset.from_arrays(flat, np.linspace(0.0, 1.0, len(X)), task="regression")
+    with pytest.raises(ConfigError, match="knn checks class labels; .* is a regression dataset"):
+        KNNLabelConsistency().fit(reg)

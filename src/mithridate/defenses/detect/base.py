@@ -58,6 +58,9 @@ class Detector:
         ``model``'s layer ``self.layer`` (or the raw features); checked for shape and NaN."""
         if not isinstance(dataset, Dataset):
             raise ConfigError(f"{self.name}.fit expects a mithridate Dataset, got {type(dataset).__name__}")
+        if getattr(dataset, "task", "classification") == "regression" and self.evidence in ("labels", "shortcut"):
+            raise ConfigError(f"{self.name} checks class labels; {dataset.name!r} is a regression dataset "
+                              "(see docs/regression-poisoning.md for defences of regressors)")
         if features is None:
             features = self.features_for(dataset, model)
         features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)

@@ -64,6 +64,7 @@ those cases; ``benchmarks/detection_matrix.py`` shows how they do on each.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from typing import Any, Callable, Optional, Sequence, Union
@@ -150,7 +151,9 @@ class Ensemble(Detector):
     Parameters
     ----------
     detectors : "auto" or sequence of str or Detector, default="auto"
-        Members, as registry names or detector instances (instances are used as given).
+        Members, as registry names or detector instances (an instance is copied with its
+        parameters, so one instance can serve several ensembles; the fitted members are in
+        ``members_``).
         ``"auto"``: robust distance, kNN label consistency and confident learning, plus spectral
         signatures when the features are a network's learnt representation (``fit(...,
         learnt=...)``; by default, when a model is passed). Spectral signatures look for a class
@@ -244,7 +247,7 @@ class Ensemble(Detector):
         out, seen = [], set()
         for d in self.member_names(learnt):
             if isinstance(d, Detector):
-                name, det = d.name, d
+                name, det = d.name, copy.deepcopy(d)
             elif isinstance(d, str):
                 if d.lower() == "ensemble":
                     raise ConfigError("an ensemble cannot contain itself")
