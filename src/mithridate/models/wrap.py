@@ -27,20 +27,25 @@ import numpy as np
 
 from mithridate.errors import ConfigError, DataError
 
-__all__ = ["TorchModule", "as_model"]
+__all__ = ["TorchModule", "as_model", "is_torch_module"]
+
+
+def is_torch_module(obj: Any) -> bool:
+    """Whether ``obj`` is a ``torch.nn.Module``."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(obj, torch.nn.Module)
 
 
 def as_model(model: Any) -> Any:
     """``model`` itself, or a :class:`TorchModule` around it when it is a plain ``torch.nn.Module``
     (one without mithridate's ``features`` method)."""
-    if model is None:
+    if not is_torch_module(model):
         return model
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return model
-    if not isinstance(model, torch.nn.Module):
-        return model
+    import torch
+
     feats = getattr(model, "features", None)
     # a module with mithridate's features(X, layer) method is used as it is; a torchvision-style
     # ``features`` *submodule* (VGG, AlexNet, ...) is a layer, not that method

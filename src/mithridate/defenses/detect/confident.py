@@ -41,7 +41,9 @@ def build_model(spec: Any, rng: np.random.Generator, *, who: str, needs: Sequenc
     ``spec`` is a model name of :mod:`mithridate.registry`, a class or callable returning a new
     model, or a model instance (deep-copied); the result must have the methods in ``needs``.
     """
-    if _is_torch_module(spec):
+    from mithridate.models.wrap import is_torch_module
+
+    if is_torch_module(spec):
         raise ConfigError(
             f"{who} got a torch.nn.Module ({type(spec).__name__}); it needs a model it can train on each fold "
             "(fit/predict_proba): a registered name such as 'logreg' or 'mlp', a mithridate model, or a callable "
@@ -61,14 +63,6 @@ def build_model(spec: Any, rng: np.random.Generator, *, who: str, needs: Sequenc
     if missing:
         raise ConfigError(f"{who} built a {type(model).__name__}, which lacks {', '.join(missing)}")
     return model
-
-
-def _is_torch_module(obj: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, torch.nn.Module)
 
 
 def fit_model(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> Any:
