@@ -7,6 +7,7 @@ Gaussian blobs, so that label flips can pass the defence and the bound has somet
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -353,3 +354,18 @@ def test_minimax_attack_needs_binary_data():
         MinimaxAttack().poison(three)
     with pytest.raises(ConfigError, match="poison_rate"):
         MinimaxAttack(poison_rate=1.5).poison(_blobs(n=10, d=2))
+
+
+def test_certificate_warns_on_unscaled_columns():
+    # a user's raw breast_cancer columns gave meaningless bounds (attack below the clean loss) without a word
+    from sklearn.datasets import load_breast_cancer
+
+    from mithridate.defenses.certify.sphere_slab import _warn_unscaled_columns
+
+    X, y = load_breast_cancer(return_X_y=True)
+    with pytest.warns(UserWarning, match=r"spreads differ by [\d,]+ times; .* scale them first"):
+        _warn_unscaled_columns(Dataset.from_arrays(X, y))
+    scaled = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_unscaled_columns(Dataset.from_arrays(scaled, y))
