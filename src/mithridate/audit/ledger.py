@@ -101,7 +101,7 @@ from mithridate.audit.migrations import (
     upgrade,
     utcnow,
 )
-from mithridate.audit.reputation import PriorSpec, reputation_table
+from mithridate.audit.reputation import PriorSpec, reputation_table, simultaneous_level
 from mithridate.errors import ConfigError, DataError
 from mithridate.utils import json_safe
 
@@ -757,10 +757,8 @@ class Ledger:
         extra = pd.DataFrame.from_records(
             rows, columns=["contributor", "n", "flagged", "n_audits", "first_version", "last_version"]
         )
-        level_each = float(level)
-        if simultaneous:
-            m = max(1, int((extra["n"] >= int(min_samples)).sum()))
-            level_each = 1.0 - (1.0 - float(level)) / m
+        level_each = simultaneous_level(level, int((extra["n"] >= int(min_samples)).sum())) if simultaneous \
+            else float(level)
         table = reputation_table(extra[["contributor", "n", "flagged"]], prior=prior, level=level_each)
         attrs = dict(table.attrs, level_each=level_each)
         extra["contributor"] = extra["contributor"].astype(object)

@@ -382,8 +382,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         if text_col is not None and (explicit_text or not features):  # a table of texts: featurised like JSON Lines
             if features:
                 warnings.warn(f"{p}: the texts of column {text_col!r} are audited; the other columns are not "
-                              f"used ({', '.join(repr(c) for c in features[:5])}"
-                              f"{', ...' if len(features) > 5 else ''})", UserWarning, stacklevel=3)
+                              f"used ({_some(features)})", UserWarning, stacklevel=3)
             return _text_table(df, p, label=label, text_col=text_col, id_col=id_col, contributor=contributor,
                                source=source)
         if not features:
@@ -391,8 +390,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
                             "first (or name a text column with text= / --text to audit texts)")
         if text_col is not None:  # found by its name beside numeric columns: say which one the audit reads
             warnings.warn(f"{p}: column {text_col!r} holds text and is shown in the report, but the audit reads the "
-                          f"numeric columns ({', '.join(repr(c) for c in features[:5])}"
-                          f"{', ...' if len(features) > 5 else ''}); pass text={text_col!r} (--text {text_col}) to "
+                          f"numeric columns ({_some(features)}); pass text={text_col!r} (--text {text_col}) to "
                           "audit the texts instead", UserWarning, stacklevel=3)
         if skipped:
             L.warn_skipped_columns(df, skipped, p, stacklevel=3)
@@ -410,6 +408,11 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
     opts = {"label": label, "features": list(features), "id_col": id_col, "contributor": contributor,
             "source": source, "text_col": text_col}
     return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
+
+
+def _some(names: Sequence, k: int = 5) -> str:
+    """The first ``k`` names, quoted, with ', ...' when there are more."""
+    return ", ".join(repr(c) for c in list(names)[:k]) + (", ..." if len(names) > k else "")
 
 
 def _featurize_texts(texts: list, p: Path, where: Sequence[str]) -> np.ndarray:
@@ -759,7 +762,7 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
     chance that *any* honest contributor's interval lies above the population rate is at most
     about 1 - level, however many contributors there are. The table's attrs record
     ``level_each`` and ``n_tested``."""
-    from mithridate.audit.reputation import reputation_table
+    from mithridate.audit.reputation import reputation_table, simultaneous_level
 
     if history_counts is not None and len(history_counts):
         merged = pd.concat([history_counts, counts], ignore_index=True)
@@ -771,7 +774,7 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
     if simultaneous:
         names = counts["contributor"].astype(str)
         n_tested = max(1, int(((counts["n"] >= int(min_samples)) & names.isin(tested or set())).sum()))
-    level_each = 1.0 - (1.0 - float(level)) / n_tested
+    level_each = simultaneous_level(level, n_tested)
     table = reputation_table(counts, level=level_each)
     table.attrs["level_each"] = level_each
     table.attrs["n_tested"] = n_tested if simultaneous else None

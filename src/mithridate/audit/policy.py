@@ -121,12 +121,22 @@ def _checked_detectors(dets: Any) -> Union[str, tuple]:
 
 
 def level_text(level: float) -> str:
-    """A credible level as a percentage with the digits it needs (99.9%, 99.95%)."""
-    for nd in range(0, 4):
+    """A credible level as a percentage with the digits it needs (99.9%, 99.95%; at most 3 decimals)."""
+    for nd in range(3):
         txt = f"{100 * level:.{nd}f}"
-        if abs(float(txt) - 100 * level) < 1e-9 * 100 or nd == 3:
+        if abs(float(txt) - 100 * level) < 1e-7:
             return txt + "%"
-    return f"{100 * level}%"
+    return f"{100 * level:.3f}%"
+
+
+def level_description(summary: Mapping) -> str:
+    """The reputation check's level as the check and the report state it, from an audit summary:
+    '99%', or '99% simultaneous (10 contributors, each at 99.9%)'."""
+    txt = f"{float(summary.get('credible_level') or 0.95):.0%}"
+    n, each = summary.get("n_contributors_tested"), summary.get("credible_level_each")
+    if n and int(n) > 1 and each is not None:
+        txt += f" simultaneous ({int(n)} contributors, each at {level_text(float(each))})"
+    return txt
 
 
 @dataclass(frozen=True)
@@ -477,11 +487,7 @@ class Policy:
         small = [c for c in present if bool(c.get("above_population")) and c not in judged]
         pop = present[0].get("population_rate")
         pop_txt = "n/a" if pop is None else _pct(float(pop))
-        lvl = f"{self.credible_level:.0%}"
-        n_tested = summary.get("n_contributors_tested")
-        each = summary.get("credible_level_each")
-        if n_tested and int(n_tested) > 1 and each is not None:
-            lvl += f" simultaneous ({int(n_tested)} contributors, each at {level_text(float(each))})"
+        lvl = level_description({**summary, "credible_level": self.credible_level})
         small_txt = ""
         if small:  # above the population too, but on too few samples to fail the gate: say so
             names = ", ".join(f"{str(c['contributor'])!r} ({int(c.get('n_judged', c.get('n', 0)))})" for c in small[:5])

@@ -104,6 +104,12 @@ class BetaPrior:
                 "population_rate": None if np.isnan(self.population_rate) else float(self.population_rate)}
 
 
+def simultaneous_level(level: float, m: int) -> float:
+    """The level of each of ``m`` intervals that hold together at ``level`` (Bonferroni):
+    ``1 - (1 - level) / m``; ``level`` itself for ``m <= 1``."""
+    return 1.0 - (1.0 - float(level)) / max(1, int(m))
+
+
 def check_counts(counts: pd.DataFrame) -> pd.DataFrame:
     """Validate a ``contributor, n, flagged`` table; return a clean copy with int columns.
 

@@ -27,6 +27,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import pandas as pd
 
+from mithridate.audit.policy import level_description
 from mithridate.report.html import _b64, _environment, _version, fmt_num
 from mithridate.utils import atomic_write_text
 
@@ -272,21 +273,10 @@ def _contributors(result: Any) -> Optional[dict]:
     trend_png = trend_plot(trends, rate_now, version, names=[str(c) for c in rep["contributor"].head(8)])
     return {"rows": rows, "more": max(0, len(rep) - N_CONTRIBUTORS), "total": len(rep),
             "concentration": _concentration(s.get("concentration"), s.get("policy") or {}),
-            "population_rate": _pct(s.get("population_rate")), "level": _level(s),
+            "population_rate": _pct(s.get("population_rate")), "level": level_description(s),
             "prior": s.get("prior") or {}, "plot": _b64(reputation_plot(rep)), "trend_plot": _b64(trend_png),
             "has_history": result.history is not None and len(result.history) > 0,
             "n_without": int(s.get("n_without_contributor") or 0)}
-
-
-def _level(s: dict) -> str:
-    """The credible level as the report states it: '99% simultaneous (10 contributors, each at 99.9%)'."""
-    from mithridate.audit.policy import level_text
-
-    txt = f"{100 * float(s.get('credible_level') or 0.95):.0f}%"
-    n, each = s.get("n_contributors_tested"), s.get("credible_level_each")
-    if n and int(n) > 1 and each is not None:
-        txt += f" simultaneous ({int(n)} contributors, each at {level_text(float(each))})"
-    return txt
 
 
 def _concentration(conc: Any, policy: dict) -> Optional[dict]:
