@@ -499,6 +499,48 @@ def test_robust_distance_is_mahalanobis_under_mcd(planted):
     np.testing.assert_allclose(det.scores_, expected, rtol=1e-6)
 
 
+def _sparse_units(seed, active=0.4, n=400):
+    """Three Gaussian classes plus two ReLU-like units, each exactly 0 in ~60% of a class and
+    exponential where it fires: more than half of a class lies on a hyperplane (MCD's exact fit)."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for c in range(3):
+        G = rng.normal(size=(n, 12)) @ rng.normal(size=(12, 12)) * 0.5 + rng.normal(size=12) * 3
+        S = np.where(rng.random((n, 2)) < active, rng.exponential(1.0, (n, 2)), 0.0)
+        X.append(np.hstack([G, S]))
+        y += [c] * n
+    return Dataset.from_arrays(np.concatenate(X), y)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_robust_distance_variance_floor_on_units_that_rarely_fire(seed):
+    # clean data: without the floor MCD fits the half of each class where the units are 0 and
+    # flags about a third of the samples (every one where a unit fires); measured 30-39%
+    ds = _sparse_units(seed)
+    bare = RobustDistance(min_variance_ratio=0).fit(ds).flag().mean()
+    floored = RobustDistance().fit(ds).flag().mean()
+    assert bare > 0.25
+    assert floored < 0.5 * bare and floored < 0.15
+    # on Gaussian features the floor never binds: the scores are MCD's distances exactly
+    gauss = Dataset.from_arrays(ds.X[:, :12], ds.y)
+    np.testing.assert_array_equal(RobustDistance().fit(gauss).scores_,
+                                  RobustDistance(min_variance_ratio=0).fit(gauss).scores_)
+
+
+@pytest.mark.parametrize("cls", [Spectre, RobustDistance])
+def test_variance_floor_is_scale_invariant(cls):
+    ds = _sparse_units(0)
+    a = cls().fit(ds).scores_
+    b = cls().fit(Dataset.from_arrays(ds.X * 1000.0, ds.y)).scores_
+    np.testing.assert_allclose(a, b, rtol=1e-4)  # float round-off only
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.01", True, float("nan")])
+def test_variance_floor_bad_value(planted, bad):
+    with pytest.raises(ConfigError, match="min_variance_ratio"):
+        RobustDistance(min_variance_ratio=bad).fit(planted[0])
+
+
 # -- shared contract -----------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [SpectralSignatures, Spectre, RobustDistance])
 def test_detectors_ignore_ground_truth_and_do_not_mutate(planted, cls):

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate groups, scored for poisoning campaigns and label conflicts.
+r"""Exact and near-duplicate groups, scored for poisoning campaigns and label conflicts.
 
 Two traces of poisoning show up as duplicates:
 

@@ -3,7 +3,9 @@
 Per class c, with representations projected on their top-k principal directions:
 
 1. robustly estimate the clean mean μ̂ and covariance Σ̂ (here the Minimum Covariance
-   Determinant estimator, which tolerates up to half of the class being poisoned);
+   Determinant estimator, which tolerates up to half of the class being poisoned), with each
+   eigenvalue of Σ̂ floored at a small fraction of the class's plain variance along the same
+   eigenvector (see ``min_variance_ratio``);
 2. whiten: w_i = Σ̂^{-1/2} (x_i - μ̂), so the clean part of the class has identity covariance and
    the poisons' direction stands out as excess variance;
 3. score with the quantum-entropy (QUE) statistic
@@ -73,6 +75,19 @@ class Spectre(Detector):
         scored). MCD's cost grows with the class size while its estimate does not improve much
         past a few thousand points; a uniform subsample keeps the poisoned share, so the
         estimator's tolerance of up to half the class being poisoned is unchanged.
+    min_variance_ratio : float, default=0.01
+        Floor on each eigenvalue λ_j of the MCD covariance: λ_j ≥ r · v_j, v_j the mean squared
+        deviation of the class from the MCD location along eigenvector j (a
+        scale-invariant floor, so results do not change when the features are rescaled).
+        MCD keeps the half of the class with the smallest covariance determinant; when a
+        feature is exactly constant on more than half of the class — a ReLU unit active in
+        only a few percent of its images, common in small or custom networks — that half has
+        zero variance along it (MCD's "exact fit" case), and every sample where the unit fires
+        becomes an extreme outlier. Measured on a user's 64-unit CNN (29 dead units), the
+        default flag rule flagged 18.7% of a clean training set without the floor and 7.7%
+        with r = 0.01; on the detection matrix's 16 image cases the mean AUROC rose from
+        0.951 to 0.957 (robust distance) and 0.929 to 0.942 (SPECTRE). 0 turns the floor off
+        (only a 1e-8 relative floor against singular matrices remains).
 
     Attributes
     ----------
@@ -97,8 +112,10 @@ class Spectre(Detector):
     name = "spectre"
 
     def __init__(self, layer: str = "penultimate", n_components: int = 32, alpha: float = 4.0,
-                 z_threshold: float = 3.0, random_state: int = 0, max_fit_samples: int = 10_000):
+                 z_threshold: float = 3.0, random_state: int = 0, max_fit_samples: int = 10_000,
+                 min_variance_ratio: float = 0.01):
         self.max_fit_samples = max_fit_samples
+        self.min_variance_ratio = min_variance_ratio
         self.layer = layer
         self.n_components = n_components
         self.alpha = alpha
@@ -115,6 +132,9 @@ class Spectre(Detector):
         m = self.max_fit_samples
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 100:
             raise ConfigError(f"max_fit_samples must be an int >= 100, got {m!r}")
+        r = self.min_variance_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not 0 <= r <= 1:
+            raise ConfigError(f"min_variance_ratio must be a number in [0, 1], got {r!r}")
         rng = np.random.default_rng(self.random_state)
         scores = np.zeros(len(features))
         norms = np.zeros(len(features))
@@ -135,6 +155,9 @@ class Spectre(Detector):
                 warnings.simplefilter("ignore")  # MCD warns on singular subsets; it still returns an estimate
                 mcd = MinCovDet(random_state=self.random_state).fit(P[fit_rows])
             evals, evecs = np.linalg.eigh(mcd.covariance_)
+            if r > 0:  # exact-fit guard: see min_variance_ratio
+                spread = np.mean(((P[fit_rows] - mcd.location_) @ evecs) ** 2, axis=0)
+                evals = np.maximum(evals, float(r) * spread)
             evals = np.maximum(evals, 1e-8 * max(evals.max(), 1e-12))
             W = (P - mcd.location_) @ evecs / np.sqrt(evals)
             sc = que_scores(W, float(self.alpha)) * W.shape[1]
@@ -166,6 +189,7 @@ class RobustDistance(Spectre):
         See :class:`Spectre`.
     random_state : int, default=0
     max_fit_samples : int, default=10000
+    min_variance_ratio : float, default=0.01
         See :class:`Spectre`.
 
     Examples
@@ -182,6 +206,7 @@ class RobustDistance(Spectre):
     name = "robust-distance"
 
     def __init__(self, layer: str = "penultimate", n_components: int = 32, z_threshold: float = 3.0,
-                 random_state: int = 0, max_fit_samples: int = 10_000):
+                 random_state: int = 0, max_fit_samples: int = 10_000, min_variance_ratio: float = 0.01):
         super().__init__(layer=layer, n_components=n_components, alpha=0.0, z_threshold=z_threshold,
-                         random_state=random_state, max_fit_samples=max_fit_samples)
+                         random_state=random_state, max_fit_samples=max_fit_samples,
+                         min_variance_ratio=min_variance_ratio)
