@@ -73,6 +73,10 @@ def test_policy_yaml_round_trip_and_defaults(tmp_path):
     ("contributors:\n  min_samples: 2.5\n", "contributors.min_samples"),
     ("contributors:\n  reputation: maybe\n", "contributors.reputation"),
     ("detection:\n  detectors: knn\n", "detection.detectors"),
+    ("detection:\n  parameters: {robust-distance: {bogus: 1}}\n", "detection.parameters for robust-distance"),
+    ("detection:\n  parameters: {knn-shapley: {k: 3}}\n", "detection.parameters names 'knn-shapley'"),
+    ("detection:\n  detectors: [knn]\n  parameters: {spectral: {}}\n", "detection.parameters names 'spectral'"),
+    ("detection:\n  parameters: [robust-distance]\n", "detection.parameters"),
     ("version: 7\n", "version"),
     ("flagged: [1, 2]\n", "'flagged'"),
     ("flagged: {max_share: 0.1\n", "not valid YAML"),
@@ -83,6 +87,19 @@ def test_policy_errors_name_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:
         Policy.from_yaml(f)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_policy_detector_parameters_reach_the_members(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("detection:\n  parameters:\n    robust-distance: {min_variance_ratio: 0.01}\n    knn: {n_neighbors: 5}\n")
+    p = Policy.from_yaml(f)
+    assert p.detector_parameters == {"robust-distance": {"min_variance_ratio": 0.01}, "knn": {"n_neighbors": 5}}
+    assert Policy.from_dict(p.to_dict()) == p and Policy.default().detector_parameters is None
+    r = run_audit(breast_cancer(), name="bc", policy=p, progress=False)
+    assert r.summary["policy"]["detection"]["parameters"] == p.detector_parameters
+    default = run_audit(breast_cancer(), name="bc", progress=False)
+    # 5 neighbours instead of 10: the kNN member's scores (and so the findings) differ
+    assert not np.array_equal(r.findings["knn_score"].to_numpy(), default.findings["knn_score"].to_numpy())
 
 
 def test_policy_missing_file(tmp_path):

@@ -381,6 +381,32 @@ def test_detect_scores_every_sample_of_an_npz_with_one_set(tmp_path, capsys, mon
     assert code == 2 and "numpy.savez('data.npz', x=features, y=labels)" in err
 
 
+def test_detect_param_sets_detector_and_member_parameters(tmp_path, capsys, monkeypatch):
+    from sklearn.datasets import load_wine
+
+    from mithridate.data import Dataset
+    from mithridate.defenses.detect import KNNLabelConsistency
+
+    X, y = load_wine(return_X_y=True)
+    np.savez(tmp_path / "w.npz", x=X, y=y)
+    code, _, err = run(["detect", "knn", tmp_path / "w.npz", "--param", "n_neighbors=4", "--out", tmp_path / "k.csv"],
+                       capsys, monkeypatch)
+    assert code == 0, err
+    expected = KNNLabelConsistency(n_neighbors=4).fit(Dataset.from_arrays(X, y)).scores_
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "k.csv")["score"].to_numpy(), expected, rtol=1e-6)
+    code, out, err = run(["detect", "ensemble", tmp_path / "w.npz", "--json", "--param", "knn.n_neighbors=4",
+                          "--param", "robust-distance.min_variance_ratio=0.01"], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["detector"] == "ensemble"
+    for bad, needle in [(["knn", "--param", "neighbours=4"], "unexpected keyword argument 'neighbours'"),
+                        (["knn", "--param", "n_neighbors"], "KEY=VALUE"),
+                        (["knn", "--param", "layer=fc1"], "--layer"),
+                        (["ensemble", "--param", "knnn.n_neighbors=4"], "unknown detector 'knnn'"),
+                        (["ensemble", "--param", "knn.n_neighbors=[4]"], "one value")]:
+        code, _, err = run(["detect", bad[0], tmp_path / "w.npz", *bad[1:]], capsys, monkeypatch)
+        assert code == 2 and needle in err and "Traceback" not in err, err
+
+
 def test_audit_text_with_a_network(tmp_path, capsys, monkeypatch):
     # --network: the penultimate layer of a network trained on the TF-IDF features (as for images)
     rng = np.random.default_rng(0)

@@ -161,6 +161,25 @@ def test_members_and_errors():
         Ensemble(["knn"], skip_failed=False).fit(tiny)
 
 
+def test_member_params_reach_members_given_by_name():
+    ds = _toy(120)
+    ens = Ensemble(member_params={"Robust-Distance": {"min_variance_ratio": 0.01}, "knn": {"n_neighbors": 4},
+                                  "spectral": {"n_directions": 2}}).fit(ds)  # spectral: an auto member, unused here
+    assert ens.members_["robust-distance"].min_variance_ratio == 0.01 and ens.members_["knn"].n_neighbors == 4
+    from mithridate.defenses.detect import KNNLabelConsistency
+
+    alone = KNNLabelConsistency(n_neighbors=4).fit(ds).scores_
+    np.testing.assert_array_equal(ens.member_scores_["knn"].to_numpy(), alone)
+    with pytest.raises(ConfigError, match="not among the ensemble's members"):
+        Ensemble(["knn"], member_params={"spectral": {}}).fit(ds)
+    with pytest.raises(ConfigError, match="bad parameters for detector 'knn'"):
+        Ensemble(["knn"], member_params={"knn": {"neighbours": 3}}).fit(ds)
+    with pytest.raises(ConfigError, match="member_params must map"):
+        Ensemble(["knn"], member_params={"knn": 3}).fit(ds)
+    with pytest.raises(ConfigError, match="not among"):  # an instance's parameters are set on it
+        Ensemble([KNNLabelConsistency(n_neighbors=3)], member_params={"knn": {"n_neighbors": 4}}).fit(ds)
+
+
 def test_ensemble_finds_label_flips_on_wine():
     from mithridate.attacks.label_flip import RandomFlip
 

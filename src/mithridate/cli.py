@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 import typer
@@ -702,6 +702,40 @@ def attack_gradient(
 
 
 # detect ---------------------------------------------------------------------------------------
+def _detector_params(pairs: List[str], detector: str) -> dict:
+    """``--param`` values as keyword arguments: KEY=VALUE, or MEMBER.KEY=VALUE for the ensemble
+    (collected into its ``member_params``); VALUE is a YAML scalar (0.01, true, text)."""
+    import yaml
+
+    from mithridate import registry
+
+    is_ensemble = detector.lower() == "ensemble"
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--param takes KEY=VALUE{' or MEMBER.KEY=VALUE' if is_ensemble else ''}, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--param {key}: cannot read the value {raw!r}") from None
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"--param {key}: give one value (a number, true/false or text), got {raw!r}")
+        if key == "layer":
+            raise ConfigError("set the layer with --layer, not --param")
+        member, dot, name = key.rpartition(".")
+        if is_ensemble and dot:
+            registry.get("detector", member)  # an unknown member name fails here
+            out.setdefault("member_params", {}).setdefault(member.lower(), {})[name] = value
+        else:
+            out[key] = value
+    for member, kv in out.get("member_params", {}).items():  # bad names fail now, not after training a network
+        registry.create("detector", member, **kv)
+    registry.create("detector", detector, **out)
+    return out
+
+
 @app.command()
 def detect(
     detector: Optional[str] = typer.Argument(None, help="Detector name (see --list); `ensemble` (robust distance + kNN + confident learning, plus spectral signatures on a network's features) is the recommended default."),
@@ -713,6 +747,7 @@ def detect(
     budget: Optional[float] = typer.Option(None, "--budget", help="Assumed poisoned fraction: spectral, spectre, robust-distance and activation-clustering flag the top 1.5*budget of each class (as in their papers; a class that is mostly poison needs a larger budget); every other detector, the ensemble included, flags at most the BUDGET share of all samples with the highest scores. Default: the detector's budget-free rule."),
     scores_out: Optional[Path] = typer.Option(None, "--out", help="Write per-sample scores to this CSV (id,label,score,flagged)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth CSV (id,is_poison) to measure detection quality."),
+    params: Optional[List[str]] = typer.Option(None, "--param", help="A detector parameter, KEY=VALUE (repeatable; e.g. --param n_components=16); for the ensemble MEMBER.KEY=VALUE (e.g. --param robust-distance.min_variance_ratio=0.01). Values are read as YAML scalars."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     classes: Optional[str] = ClassesOpt, image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
     text: Optional[str] = JsonlTextOpt, test_size: float = TestSizeOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
@@ -762,6 +797,7 @@ def detect(
     if input_ not in ("auto", "model", "raw"):
         raise ConfigError(f"--input must be auto, model or raw, got {input_!r}")
     registry.get("detector", detector)  # unknown names fail here, before any data is loaded
+    det_params = _detector_params(params or [], detector)
     train_set = _whole_file(data, label, features, id_col, image_col, size, text) if classes is None else None
     if train_set is None:
         train_set = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col,
@@ -784,7 +820,7 @@ def detect(
     if not reads_layer:  # loss dynamics trains on the inputs, STRIP reads predictions: no layer to choose
         layer = "inputs"
     det = registry.create("detector", detector, **({"layer": layer if model is not None else "penultimate"}
-                                                      if reads_layer else {}))
+                                                      if reads_layer else {}), **det_params)
     t0 = time.perf_counter()
     det.fit(train_set, model=model)
     flags = det.flag(budget=budget) if budget is not None else det.flag()

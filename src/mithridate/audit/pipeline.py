@@ -985,7 +985,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         feats, representation, feature_model = _features(ds, feature_mode, model, layer, seed_from(rng), progress,
                                                          steps)
     learnt = feature_model is not None
-    ens = Ensemble(detectors=pol.detectors)
+    ens = Ensemble(detectors=pol.detectors, member_params=pol.detector_parameters)
     with steps.step(f"running detectors ({', '.join(map(str, ens.member_names(learnt)))})"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped members are reported in the summary

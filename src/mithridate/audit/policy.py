@@ -46,6 +46,7 @@ check)::
     version: 1
     detection:
       detectors: auto              # the ensemble members, or a list: [robust-distance, knn, ...]
+      parameters: null             # members' parameters, e.g. {robust-distance: {min_variance_ratio: 0.01}}
       roni: false                  # also run leave-contributor-out RONI (slower, stronger)
     flagged:
       max_share: 0.15              # all samples
@@ -80,7 +81,7 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -91,7 +92,7 @@ DEFAULT_DETECTORS = "auto"  # the ensemble's default members (see Ensemble)
 
 #: YAML section -> {YAML key: Policy field}
 SECTIONS: dict = {
-    "detection": {"detectors": "detectors", "roni": "roni"},
+    "detection": {"detectors": "detectors", "parameters": "detector_parameters", "roni": "roni"},
     "flagged": {"max_share": "max_flagged_share", "max_class_share": "max_class_flagged_share",
                 "min_class_size": "min_class_size"},
     "contributors": {"max_share": "max_contributor_flagged_share", "min_samples": "min_contributor_samples",
@@ -118,6 +119,36 @@ def _checked_detectors(dets: Any) -> Union[str, tuple]:
     if len({d.lower() for d in dets}) != len(dets):
         raise ConfigError(f"policy: detectors lists a detector twice: {list(dets)!r}")
     return tuple(d.strip() for d in dets)
+
+
+def _checked_parameters(params: Any, detectors: Union[str, tuple]) -> Optional[dict]:
+    """The policy's ``parameters``: None, or {member name: {parameter: value}} that the named
+    detectors accept (checked by constructing each one now, so a typo fails before any audit)."""
+    if params is None or (isinstance(params, Mapping) and not params):
+        return None
+    example = "e.g. {robust-distance: {min_variance_ratio: 0.01}}"
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"policy: detector_parameters must map detector names to their parameters ({example}), "
+                          f"got {params!r}")
+    from mithridate import registry
+    from mithridate.defenses.detect.ensemble import DEFAULT_MEMBERS, LEARNT_MEMBERS
+
+    members = set(DEFAULT_MEMBERS) | set(LEARNT_MEMBERS) if detectors == "auto" else {d.lower() for d in detectors}
+    out: dict = {}
+    for name, body in params.items():
+        if not isinstance(name, str) or not isinstance(body, Mapping) or not all(isinstance(k, str) for k in body):
+            raise ConfigError(f"policy: detector_parameters must map detector names to their parameters ({example}), "
+                              f"got {name!r}: {body!r}")
+        key = name.strip().lower()
+        if key not in members:
+            raise ConfigError(f"policy: detector_parameters names {name!r}, which is not an ensemble member "
+                              f"({', '.join(sorted(members))})")
+        try:  # unknown parameters fail here, with the detector's name
+            registry.create("detector", key, **dict(body))
+        except ConfigError as exc:
+            raise ConfigError(f"policy: detector_parameters for {key}: {exc}") from None
+        out[key] = dict(body)
+    return out
 
 
 def level_text(level: float) -> str:
@@ -217,6 +248,10 @@ class Policy:
         Members of the detector ensemble (registry names). ``"auto"``: the ensemble's default —
         robust distance, kNN label consistency and confident learning, plus spectral signatures
         when the features come from a network (images).
+    detector_parameters : mapping or None, default=None
+        Parameters of the ensemble's members, by name (YAML ``detection.parameters``):
+        ``{"robust-distance": {"min_variance_ratio": 0.01}}``. Each name must be a member and
+        each parameter one the detector takes (checked when the policy is read).
     roni : bool, default=False
         Also run leave-contributor-out RONI and fail on a contributor with a significantly
         negative impact.
@@ -245,6 +280,7 @@ class Policy:
     max_new_flagged_share: Optional[float] = 0.25
     min_new_samples: int = 50
     detectors: Union[str, tuple] = DEFAULT_DETECTORS
+    detector_parameters: Optional[dict] = field(default=None, hash=False)
     roni: bool = False
 
     def __post_init__(self) -> None:
@@ -270,6 +306,7 @@ class Policy:
             raise ConfigError(f"policy: credible_level must be in (0, 1), got {lvl!r}")
         object.__setattr__(self, "credible_level", float(lvl))
         object.__setattr__(self, "detectors", _checked_detectors(self.detectors))
+        object.__setattr__(self, "detector_parameters", _checked_parameters(self.detector_parameters, self.detectors))
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

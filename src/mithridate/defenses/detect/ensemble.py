@@ -67,7 +67,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -177,6 +177,11 @@ class Ensemble(Detector):
     min_votes : int, default=2
         Member agreement that flags a sample on its own (see ``z_threshold``); with fewer
         members than this, only the score rule applies.
+    member_params : mapping, optional
+        Parameters for members given by name (``"auto"`` ones included):
+        ``{"robust-distance": {"min_variance_ratio": 0.01}}``. A name that is not a member, or a
+        parameter the member does not take, is a :class:`~mithridate.errors.ConfigError`; set an
+        instance's parameters on the instance.
     skip_failed : bool, default=True
         A member that cannot run on this data (e.g. a label-only detector on a regression set,
         or too few samples for its neighbours) is skipped with a warning and listed in
@@ -224,7 +229,9 @@ class Ensemble(Detector):
     name = "ensemble"
 
     def __init__(self, detectors: Union[str, Sequence[Union[str, Detector]]] = "auto", layer: str = "penultimate",
-                 z_threshold: float = 3.0, min_votes: int = 2, skip_failed: bool = True, weighting: str = "evidence"):
+                 z_threshold: float = 3.0, min_votes: int = 2, skip_failed: bool = True, weighting: str = "evidence",
+                 member_params: Optional[Mapping[str, Mapping[str, Any]]] = None):
+        self.member_params = member_params
         self.weighting = weighting
         self.detectors = detectors
         self.layer = layer
@@ -244,14 +251,29 @@ class Ensemble(Detector):
     def _members(self, learnt: bool) -> list[tuple[str, Detector]]:
         from mithridate import registry
 
+        params = self.member_params or {}
+        if not isinstance(params, Mapping) or not all(isinstance(k, str) and isinstance(v, Mapping)
+                                                      for k, v in params.items()):
+            raise ConfigError("member_params must map detector names to mappings of parameters, "
+                              f"e.g. {{'robust-distance': {{'min_variance_ratio': 0.01}}}}; got {params!r}")
+        params = {k.strip().lower(): dict(v) for k, v in params.items()}
+        names = self.member_names(learnt)
+        by_name = {d.lower() for d in names if isinstance(d, str)}
+        if isinstance(self.detectors, str):  # "auto": its members on either kind of features may be set
+            by_name |= set(DEFAULT_MEMBERS) | set(LEARNT_MEMBERS)
+        unknown = sorted(set(params) - by_name)
+        if unknown:
+            raise ConfigError(f"parameters given for {', '.join(unknown)}, which "
+                              f"{'is' if len(unknown) == 1 else 'are'} not among the ensemble's members given by "
+                              f"name ({', '.join(sorted(by_name)) or 'none'})")
         out, seen = [], set()
-        for d in self.member_names(learnt):
+        for d in names:
             if isinstance(d, Detector):
                 name, det = d.name, copy.deepcopy(d)
             elif isinstance(d, str):
                 if d.lower() == "ensemble":
                     raise ConfigError("an ensemble cannot contain itself")
-                det = registry.create("detector", d)
+                det = registry.create("detector", d, **params.get(d.lower(), {}))
                 name = det.name
             else:
                 raise ConfigError(f"ensemble members must be detector names or Detector instances, got {type(d).__name__}")
