@@ -822,7 +822,10 @@ def detect(
     det = registry.create("detector", detector, **({"layer": layer if model is not None else "penultimate"}
                                                       if reads_layer else {}), **det_params)
     t0 = time.perf_counter()
-    det.fit(train_set, model=model)
+    from mithridate.utils import show_progress
+
+    with show_progress(not as_json):  # bars on stderr for the long detectors (data-oob, roni, ...)
+        det.fit(train_set, model=model)
     flags = det.flag(budget=budget) if budget is not None else det.flag()
     seconds = time.perf_counter() - t0
     doc: dict = {"detector": det.name, "dataset": train_set.name, "n_samples": len(train_set), "layer": layer,

@@ -3,16 +3,61 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, TypeVar, Union
 
 import numpy as np
 
 from mithridate.errors import ConfigError
 
 RandomState = Union[None, int, np.random.Generator]
+
+
+_SHOW_PROGRESS: contextvars.ContextVar = contextvars.ContextVar("mithridate_show_progress", default=False)
+_T = TypeVar("_T")
+
+
+@contextlib.contextmanager
+def show_progress(enabled: bool = True) -> Iterator[None]:
+    """While the block runs, long loops inside library calls (Data-OOB's bags, RONI's refits,
+    confident learning's folds, STRIP's draws, loss dynamics' training) show a progress bar on
+    stderr. Off by default, so library use stays quiet and a caller's own live display (the audit's
+    step bar) is never nested; the command line turns it on for ``mithridate detect``.
+
+    >>> with show_progress(False):
+    ...     list(progress_iter(range(3), 3, "quiet"))
+    [0, 1, 2]
+    """
+    token = _SHOW_PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
+def progress_enabled() -> bool:
+    """Whether :func:`show_progress` is on here."""
+    return bool(_SHOW_PROGRESS.get())
+
+
+def progress_iter(iterable: Iterable[_T], total: int, description: str) -> Iterator[_T]:
+    """Yield from ``iterable``, advancing a stderr progress bar of ``total`` steps when
+    :func:`show_progress` is on (a plain pass-through otherwise)."""
+    if not progress_enabled() or total < 2:
+        yield from iterable
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        for item in iterable:
+            yield item
+            bar.advance(task)
 
 
 def check_random_state(random_state: RandomState) -> np.random.Generator:

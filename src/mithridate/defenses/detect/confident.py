@@ -27,7 +27,7 @@ import numpy as np
 from mithridate.defenses.detect.base import Detector
 from mithridate.defenses.detect.knn import check_labels
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, progress_iter, seed_from
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
            "low_normalized_margin", "low_self_confidence")
@@ -179,7 +179,7 @@ class ConfidentLearning(Detector):
             warnings.filterwarnings("ignore", message=".*least populated class.*")
             splits = list(folds.split(features, y))
         probs = np.zeros((len(y), n_classes))
-        for train_idx, held_idx in splits:
+        for train_idx, held_idx in progress_iter(splits, len(splits), f"{self.name}: out-of-fold models"):
             model = fit_model(self._new_model(rng), features[train_idx], y[train_idx], n_classes)
             p = np.asarray(model.predict_proba(features[held_idx]), dtype=np.float64)
             if p.shape != (len(held_idx), n_classes):

@@ -26,7 +26,7 @@ import numpy as np
 from mithridate.data.dataset import Dataset
 from mithridate.defenses.detect.base import Detector, robust_z
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, progress_enabled, seed_from
 
 TAILS = ("low", "high", "both")
 
@@ -163,14 +163,14 @@ class LossDynamics(Detector):
         from mithridate.models.nets import TorchClassifier, default_classifier
 
         if model is None:
-            return default_classifier(n, random_state=seed, epochs=1)
+            return default_classifier(n, random_state=seed, epochs=1, progress=progress_enabled())
         if not isinstance(model, TorchClassifier):
             raise ConfigError(
                 f"{self.name} trains a fresh network with the configuration of the model given; it needs a "
                 f"TorchClassifier, got {type(model).__name__} (or pass no model to use default_classifier)"
             )
         cfg = dict(model.get_config())
-        cfg.update(epochs=1, random_state=seed, device=getattr(model, "device", "cpu"))
+        cfg.update(epochs=1, random_state=seed, device=getattr(model, "device", "cpu"), progress=progress_enabled())
         return TorchClassifier(**cfg)
 
     def _train(self, clf: Any, X: np.ndarray, y: np.ndarray, *, n_classes: int, rng: np.random.Generator) -> np.ndarray:

@@ -43,7 +43,7 @@ from mithridate.defenses.detect.confident import build_model, fit_model
 from mithridate.defenses.detect.knn import check_labels
 from mithridate.defenses.detect.base import check_validation_set
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, progress_iter, seed_from
 
 METRICS = ("probability", "log_loss", "accuracy")
 BATCH_BY = ("auto", "contributor", "random", "order")
@@ -314,7 +314,7 @@ class RONIDetector(Detector):
         m = len(batches)
         impact, se = np.full(m, np.nan), np.full(m, np.nan)
         refits = 1
-        for b, idx in enumerate(batches):
+        for b, idx in progress_iter(enumerate(batches), len(batches), f"{self.name}: refits without each batch"):
             keep = pool.copy()
             keep[idx] = False
             # a batch is judged on the validation points of the other batches

@@ -38,7 +38,7 @@ import numpy as np
 from mithridate.data.dataset import Dataset
 from mithridate.defenses.detect.base import Detector, robust_z
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, progress_iter, seed_from
 
 SCORES = ("label", "entropy")
 _CHUNK = 4096  # rows superimposed and predicted at a time (memory stays ~ n_draws-independent)
@@ -157,7 +157,7 @@ class StripDetector(Detector):
         lo, hi = float(X.min()), float(X.max())
         rows = np.arange(n)
         total = np.zeros(n)
-        for _ in range(int(self.n_draws)):
+        for _ in progress_iter(range(int(self.n_draws)), int(self.n_draws), f"{self.name}: superimpositions"):
             donors = (rows + rng.integers(1, n, size=n)) % n  # never the sample itself
             for start in range(0, n, _CHUNK):
                 sl = slice(start, min(start + _CHUNK, n))

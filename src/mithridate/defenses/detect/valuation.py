@@ -60,7 +60,7 @@ from mithridate.defenses.detect.knn import (
     standardize,
 )
 from mithridate.errors import ConfigError, DataError
-from mithridate.utils import RandomState, check_random_state, seed_from
+from mithridate.utils import RandomState, check_random_state, progress_iter, seed_from
 
 # exact mode: entries (validation points x training points) sorted per block; ~50 bytes each
 _BLOCK_ENTRIES = 1 << 21
@@ -414,7 +414,7 @@ class DataOOB(Detector):
         correct = np.zeros(n)
         n_oob = np.zeros(n, dtype=np.int64)
         votes = np.zeros((n, n_classes), dtype=np.int64)
-        for _ in range(int(B)):
+        for _ in progress_iter(range(int(B)), int(B), f"{self.name}: bootstrap models"):
             boot = rng.integers(0, n, size)
             oob = np.bincount(boot, minlength=n) == 0
             model = self._new_model(rng)
