@@ -11,6 +11,7 @@ from scipy.stats import beta as beta_dist
 from mithridate.audit.reputation import (
     REPUTATION_COLUMNS,
     BetaPrior,
+    class_mix_factors,
     contributor_counts,
     fit_prior,
     reputation_table,
@@ -227,3 +228,50 @@ def test_simultaneous_level_counts_only_contributors_the_gate_tests():
     assert rep.attrs["n_tested"] == 3 and rep.attrs["level_each"] == pytest.approx(1 - 0.01 / 3)
     one = _reputation(counts.head(1), None, 0.99, tested={"c0"}, min_samples=10, simultaneous=True)
     assert one.attrs["n_tested"] == 1 and one.attrs["level_each"] == pytest.approx(0.99)
+
+
+def test_class_mix_factors_by_hand():
+    # classes x (rate among others) and y; a sends 6 x + 2 y, b 2 x + 6 y, c 4 x + 4 y
+    who = ["a"] * 8 + ["b"] * 8 + ["c"] * 8
+    lab = ["x"] * 6 + ["y"] * 2 + ["x"] * 2 + ["y"] * 6 + ["x"] * 4 + ["y"] * 4
+    flg = [1, 1, 1, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 0, 0, 0]
+    f = class_mix_factors(who, lab, flg).set_index("contributor")["factor"]
+    mu = sum(flg) / len(flg)
+    # a: x at (b, c)'s x rate 3/6, y at 1/10; b: x at 5/10, y at 0/6; c: x at 4/8, y at 1/8
+    exp = {"a": (6 * 3 / 6 + 2 * 1 / 10) / 8, "b": (2 * 5 / 10 + 6 * 0 / 6) / 8, "c": (4 * 4 / 8 + 4 * 1 / 8) / 8}
+    for k, v in exp.items():
+        assert f[k] == pytest.approx(v / mu)
+    # a class sent by one contributor only is judged at its own rate there (no evidence either way)
+    solo = class_mix_factors(["a", "a", "b", "b"], ["x", "x", "y", "y"], [1, 0, 0, 0]).set_index("contributor")
+    assert solo.loc["a", "factor"] == pytest.approx(0.5 / 0.25) and solo.loc["b", "factor"] == 0.0
+    with pytest.raises(DataError, match="lengths differ"):
+        class_mix_factors(["a"], ["x", "y"], [1])
+
+
+def test_a_contributor_sending_one_noisy_class_is_not_blamed_for_it():
+    # no poison: class "rejected" is flagged at 21%, "approved" at 8%; heidi sends only rejected
+    rng = np.random.default_rng(0)
+    who, lab, flg = [], [], []
+    for i in range(10):
+        name = "heidi" if i == 0 else f"c{i}"
+        for _ in range(2000):
+            cls = "rejected" if name == "heidi" or rng.random() < 0.35 else "approved"
+            who.append(name)
+            lab.append(cls)
+            flg.append(rng.random() < (0.21 if cls == "rejected" else 0.08))
+    counts = contributor_counts(who, flg)
+    pooled = reputation_table(counts, level=0.999).set_index("contributor")
+    assert pooled.loc["heidi", "above_population"]  # judged against the pooled rate (~12%): blamed
+    adjusted = reputation_table(counts.merge(class_mix_factors(who, lab, flg), on="contributor"),
+                                level=0.999).set_index("contributor")
+    assert not adjusted["above_population"].any()
+    assert adjusted.loc["heidi", "baseline_rate"] == pytest.approx(0.21, abs=0.015)
+    # a contributor who really is flagged more often than its classes are still stands out
+    flg2 = list(flg)
+    for j in range(2000, 2600):  # c1's first 600 samples all flagged
+        flg2[j] = True
+    counts2 = contributor_counts(who, flg2)
+    adj2 = reputation_table(counts2.merge(class_mix_factors(who, lab, flg2), on="contributor"),
+                            level=0.999).set_index("contributor")
+    assert adj2.loc["c1", "above_population"] and adj2["above_population"].sum() == 1
+    assert adj2.index[0] == "c1"

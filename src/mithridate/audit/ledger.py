@@ -754,18 +754,43 @@ class Ledger:
                 sa.select(c.name, c.n_total, c.n_flagged, c.n_audits, c.first_version, c.last_version)
                 .where(c.dataset_id == ds_id).order_by(c.name)
             ).all()
+            factors = self._latest_factors(conn, ds_id)
         extra = pd.DataFrame.from_records(
             rows, columns=["contributor", "n", "flagged", "n_audits", "first_version", "last_version"]
         )
         level_each = simultaneous_level(level, int((extra["n"] >= int(min_samples)).sum())) if simultaneous \
             else float(level)
-        table = reputation_table(extra[["contributor", "n", "flagged"]], prior=prior, level=level_each)
+        table = reputation_table(_with_factors(extra[["contributor", "n", "flagged"]], factors), prior=prior,
+                                 level=level_each)
         attrs = dict(table.attrs, level_each=level_each)
         extra["contributor"] = extra["contributor"].astype(object)
         table["contributor"] = table["contributor"].astype(object)
         out = table.merge(extra[["contributor", "n_audits", "first_version", "last_version"]], on="contributor", how="left")
         out.attrs.update(attrs)
         return out
+
+    @staticmethod
+    def _latest_factors(conn: Connection, ds_id: int) -> Optional[pd.DataFrame]:
+        """Class-mix factors of the audit that last updated the reputation (the first audit of the
+        latest audited version; re-audits change nothing): its samples' labels, contributors, flags."""
+        f, s, a, v = findings_t.c, samples_t.c, audits_t.c, versions_t.c
+        last = conn.execute(
+            sa.select(a.id, a.version_id).join(versions_t, a.version_id == v.id)
+            .where(v.dataset_id == ds_id).order_by(v.number.desc(), a.id.asc()).limit(1)
+        ).first()
+        if last is None:
+            return None
+        rows = conn.execute(
+            sa.select(s.contributor, s.label, f.flagged)
+            .select_from(findings_t.join(samples_t, sa.and_(s.version_id == last.version_id,
+                                                            s.sample_id == f.sample_id)))
+            .where(f.audit_id == last.id, s.contributor.is_not(None))
+        ).all()
+        if not rows:
+            return None
+        who, lab, flg = zip(*rows)
+        return _factors(np.asarray(who, dtype=object), np.asarray(lab, dtype=object),
+                        np.asarray([bool(x) for x in flg]))
 
     def contributor_history(self, dataset_name: str) -> pd.DataFrame:
         """Per audit and contributor, how many samples were audited and flagged (for trends).
@@ -920,17 +945,20 @@ class Ledger:
                 )
             if inserts:
                 conn.execute(contributors_t.insert(), inserts)
-        self._refresh_reputation(conn, ds_id, now)
+        self._refresh_reputation(conn, ds_id, now, factors=_factors(t["contributor"].to_numpy(dtype=object)[has],
+                                                                    t["label"].to_numpy(dtype=object)[has],
+                                                                    found.to_numpy()[has]))
 
     @staticmethod
-    def _refresh_reputation(conn: Connection, ds_id: int, now: _dt.datetime) -> None:
+    def _refresh_reputation(conn: Connection, ds_id: int, now: _dt.datetime,
+                            factors: Optional[pd.DataFrame] = None) -> None:
         c = contributors_t.c
         rows = conn.execute(sa.select(c.id, c.name, c.n_total, c.n_flagged).where(c.dataset_id == ds_id)).all()
         if not rows:
             return
         counts = pd.DataFrame.from_records([(r.name, r.n_total, r.n_flagged) for r in rows],
                                            columns=["contributor", "n", "flagged"])
-        rep = reputation_table(counts).set_index("contributor")
+        rep = reputation_table(_with_factors(counts, factors)).set_index("contributor")
         conn.execute(
             contributors_t.update().where(c.id == sa.bindparam("pk")).values(
                 alpha=sa.bindparam("a"), beta=sa.bindparam("b"), posterior_mean=sa.bindparam("m"),
@@ -945,6 +973,25 @@ class Ledger:
                 for r in rows
             ],
         )
+
+
+def _factors(contributors: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> Optional[pd.DataFrame]:
+    """Class-mix factors of an audit's samples (those with a contributor), or None."""
+    from mithridate.audit.reputation import class_mix_factors
+
+    known = pd.notna(contributors)
+    if not known.any():
+        return None
+    return class_mix_factors(contributors[known], labels[known], np.asarray(flagged)[known].astype(bool))
+
+
+def _with_factors(counts: pd.DataFrame, factors: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """``counts`` with each contributor's class-mix factor (1 for one the factors do not cover),
+    as the audit judges it (see :func:`~mithridate.audit.reputation.class_mix_factors`)."""
+    if factors is None or not len(factors):
+        return counts
+    f = dict(zip(factors["contributor"].astype(str), factors["factor"].astype(float)))
+    return counts.assign(factor=[f.get(str(c), 1.0) for c in counts["contributor"]])
 
 
 def _bulk_insert(conn: Connection, table: sa.Table, data: Mapping[str, list], chunk: int = 20_000) -> None:

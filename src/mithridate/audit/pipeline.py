@@ -752,9 +752,23 @@ def _agreement(member_flags: pd.DataFrame, flags: np.ndarray) -> dict:
     return {"names": names, "both": both.tolist()}
 
 
+def _class_mix(contributors: list, labels: list, flags: np.ndarray) -> Optional[pd.DataFrame]:
+    """Class-mix factors of this version's contributors (every sample, judged or not), or None
+    when no sample has a contributor."""
+    from mithridate.audit.reputation import class_mix_factors
+
+    if not any(c is not None for c in contributors):
+        return None
+    return class_mix_factors(contributors, labels, flags)
+
+
 def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], level: float,
-                tested: Optional[set] = None, min_samples: int = 0, simultaneous: bool = False) -> pd.DataFrame:
+                tested: Optional[set] = None, min_samples: int = 0, simultaneous: bool = False,
+                factors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Reputation of every contributor known (this audit's judged counts plus the ledger's).
+
+    ``factors`` (:func:`~mithridate.audit.reputation.class_mix_factors` of this version): each
+    contributor is judged against the rate its class mix predicts, not the pooled rate.
 
     ``simultaneous``: ``level`` holds for the contributors the gate tests together (those in
     ``tested``, this version's, with at least ``min_samples`` judged samples; m of them): each
@@ -768,8 +782,13 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
         merged = pd.concat([history_counts, counts], ignore_index=True)
         counts = merged.groupby("contributor", sort=True)[["n", "flagged"]].sum().reset_index()
     if not len(counts):
-        return pd.DataFrame(columns=["rank", "contributor", "n", "flagged", "rate", "posterior_mean", "ci_lower",
-                                     "ci_upper", "prob_above", "above_population", "alpha", "beta", "population_rate"])
+        from mithridate.audit.reputation import REPUTATION_COLUMNS
+
+        return pd.DataFrame(columns=list(REPUTATION_COLUMNS))
+    if factors is not None and len(factors):
+        # this version's class mix stands for each contributor's (1 for one absent from it)
+        f = dict(zip(factors["contributor"].astype(str), factors["factor"].astype(float)))
+        counts = counts.assign(factor=[f.get(str(c), 1.0) for c in counts["contributor"]])
     n_tested = 1
     if simultaneous:
         names = counts["contributor"].astype(str)
@@ -1029,7 +1048,8 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         counts = contributor_counts(who[judged], flags[judged]) if judged.any() else contributor_counts([], [])
         rep = _reputation(counts, history_counts, pol.credible_level,
                           tested={str(c) for c in contributors if c is not None},
-                          min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals)
+                          min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals,
+                          factors=_class_mix(contributors, labels, flags))
         present = _group_shares(contributors, flags, "contributor")
         by_name = {r["contributor"]: r for r in present}
         trends = _trends(history, version)
@@ -1046,7 +1066,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 "n_judged": int(r.n), "flagged_judged": int(r.flagged), "rank": int(r.rank),
                 "posterior_mean": float(r.posterior_mean), "ci_lower": float(r.ci_lower), "ci_upper": float(r.ci_upper),
                 "prob_above": float(r.prob_above), "above_population": bool(r.above_population),
-                "population_rate": float(r.population_rate),
+                "population_rate": float(r.population_rate), "baseline_rate": float(r.baseline_rate),
                 "trend": trends.get(str(r.contributor), []),
             })
         # contributors of this version with no reputation yet: none of their samples is new to the
@@ -1057,6 +1077,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 "contributor": name, "n": cur["n"], "flagged": cur["flagged"], "share": cur["share"],
                 "n_judged": 0, "flagged_judged": 0, "rank": None, "posterior_mean": None, "ci_lower": None,
                 "ci_upper": None, "prob_above": None, "above_population": False, "population_rate": None,
+                "baseline_rate": None,
                 "trend": trends.get(name, []),
             })
         classes = _group_shares(labels, flags, "label")

@@ -55,7 +55,7 @@ check)::
     contributors:
       max_share: 0.35              # any contributor with at least min_samples samples
       min_samples: 10
-      reputation: true             # credible interval entirely above the population rate
+      reputation: true             # credible interval entirely above the rate its class mix predicts
       reputation_min_samples: 10
       credible_level: 0.99
       simultaneous: true           # credible_level holds for all tested contributors together (Bonferroni)
@@ -216,7 +216,9 @@ class Policy:
         samples in this version.
     min_contributor_samples : int, default=10
     reputation : bool, default=True
-        Fail when a contributor's credible interval lies entirely above the population rate.
+        Fail when a contributor's credible interval lies entirely above the rate expected from its
+        class mix (the other contributors' flag rates in the classes it sends; the population rate
+        when it sends every class in the usual proportions).
     reputation_min_samples : int, default=10
         Judged samples (cumulative over audits when a ledger is used) a contributor needs before
         its reputation can fail the audit.
@@ -537,11 +539,13 @@ class Policy:
         bad.sort(key=lambda c: -float(c.get("ci_lower") or 0))
         w = bad[0]
         names = ", ".join(repr(str(c["contributor"])) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        base = w.get("baseline_rate")
+        base_txt = "" if base is None else f" against {_pct(float(base))} expected from its class mix"
         return PolicyResult(
             "reputation", False, float(w["ci_lower"]), None,
-            f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}): {names}; "
-            f"worst {str(w['contributor'])!r} {lvl} interval [{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]"
-            f"{small_txt}",
+            f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}) and than their class "
+            f"mix predicts: {names}; worst {str(w['contributor'])!r} {lvl} interval "
+            f"[{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]{base_txt}{small_txt}",
             subject=str(w["contributor"]))
 
     def _concentration(self, conc: Any) -> PolicyResult:

@@ -115,7 +115,8 @@ def class_score_plot(scores: np.ndarray, labels: list, flags: np.ndarray, *, max
 
 
 def reputation_plot(rep: pd.DataFrame, *, max_rows: int = N_PLOT_CONTRIBUTORS) -> Optional[bytes]:
-    """Posterior mean and credible interval of the most suspicious contributors, population rate dashed."""
+    """Posterior mean and credible interval of the most suspicious contributors, population rate dashed,
+    each contributor's class-mix baseline as a tick."""
     from mithridate.report import plots
 
     if rep is None or not len(rep):
@@ -133,11 +134,14 @@ def reputation_plot(rep: pd.DataFrame, *, max_rows: int = N_PLOT_CONTRIBUTORS) -
     pop = float(top["population_rate"].iloc[0])
     if math.isfinite(pop):
         ax.axvline(pop, color="#666666", ls="--", lw=1, label=f"population rate {100 * pop:.1f}%")
+        if "baseline_rate" in top.columns:  # each contributor's rate expected from its class mix
+            ax.scatter(top["baseline_rate"].to_numpy(float), y, marker="|", s=120, color="#333333", zorder=4,
+                       label="expected from its class mix")
         ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(y)
     ax.set_yticklabels([plots.short_text(c, 24) for c in top["contributor"]], parse_math=False, fontsize=8)
     ax.set_xlim(0, min(1.0, max(float(np.nanmax(hi)) * 1.1, 0.05)))
-    ax.set_xlabel("posterior flag rate and credible interval (red: above the population)")
+    ax.set_xlabel("posterior flag rate and credible interval (red: above the rate its class mix predicts)")
     ax.grid(axis="x", alpha=0.25)
     return plots._png(fig)
 
@@ -259,6 +263,7 @@ def _contributors(result: Any) -> Optional[dict]:
             "share": _pct(cur["share"]) if cur else "\u2014",
             "n_judged": int(r.n), "posterior": _pct(r.posterior_mean),
             "ci": f"{_pct(r.ci_lower)} \u2013 {_pct(r.ci_upper)}", "above": bool(r.above_population),
+            "expected": _pct(getattr(r, "baseline_rate", r.population_rate)),
             "trend": " \u2192 ".join(trend),
         })
     ranked = {str(c) for c in rep["contributor"]}
@@ -267,7 +272,8 @@ def _contributors(result: Any) -> Optional[dict]:
             continue
         rows.append({"rank": "\u2014", "contributor": name, "in_version": True, "n": cur["n"], "flagged": cur["flagged"],
                      "share": _pct(cur["share"]), "n_judged": 0, "posterior": "\u2014",
-                     "ci": "no reputation yet: none of its samples is new to the ledger", "above": False, "trend": ""})
+                     "ci": "no reputation yet: none of its samples is new to the ledger", "above": False, "trend": "",
+                     "expected": "\u2014"})
     version = result.version
     rate_now = {k: v["share"] for k, v in current.items()}
     trend_png = trend_plot(trends, rate_now, version, names=[str(c) for c in rep["contributor"].head(8)])
