@@ -669,7 +669,10 @@ def test_sanitize_image_folder_copies_kept_files(tmp_path):
         f = root / f"class{label}" / f"img{k:03d}.png"
         f.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((d.images[i] * 16).clip(0, 255).astype(np.uint8)).save(f)
-    res = sanitize(root, tmp_path / "clean", feature_mode="raw", progress=False)
+    (root / "class0" / "README.txt").write_text("labelled by the night shift")  # not an image: kept as it is
+    with pytest.warns(UserWarning, match="1 file under .* was copied unchanged"):
+        res = sanitize(root, tmp_path / "clean", feature_mode="raw", progress=False)
+    assert (tmp_path / "clean" / "class0" / "README.txt").read_text() == "labelled by the night shift"
     kept = sorted(p.relative_to(tmp_path / "clean").as_posix() for p in (tmp_path / "clean").rglob("*.png"))
     removed = set(res.removed["id"])
     assert len(kept) == res.n_kept and not removed & set(kept) and res.n_removed > 0

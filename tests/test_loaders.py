@@ -585,12 +585,38 @@ def test_image_folder_single_layout(tmp_path):
     assert load_dataset(tmp_path / "pets").train.X.shape[1:] == (1, 6, 7)
 
 
+def test_image_folder_reads_every_image_format_and_names_what_it_skips(tmp_path):
+    # a new user's folder: .webp/.tif/.jfif/.PNG files, a file named __00009.png (not hidden),
+    # OS leftovers (read as nothing, silently) and a notes file (named in a warning)
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    make_image_folder(root, n_per_class=2)
+    arr = np.random.default_rng(3).integers(0, 256, size=(6, 7), dtype=np.uint8)
+    for rel, fmt in (("cat/a.webp", "WEBP"), ("cat/b.tif", "TIFF"), ("dog/c.jfif", "JPEG"), ("dog/D.PNG", "PNG"),
+                     ("dog/__00009.png", "PNG")):
+        Image.fromarray(arr).save(root / rel, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    (root / "cat" / ".DS_Store").write_bytes(b"junk")
+    (root / "cat" / "Thumbs.db").write_bytes(b"junk")
+    (root / "dog" / "notes.txt").write_text("who took these")
+    with pytest.warns(UserWarning, match=r"1 file in the class folders is not read .*'dog/notes.txt'"):
+        s = load_image_folder(root, test_size=0.3)
+    ids = set(s.train.ids) | set(s.test.ids)
+    assert ids == {"cat/000.png", "cat/001.png", "dog/000.png", "dog/001.png", "cat/a.webp", "cat/b.tif",
+                   "dog/c.jfif", "dog/D.PNG", "dog/__00009.png"}
+    X = np.concatenate([s.train.X, s.test.X])
+    where = list(s.train.ids) + list(s.test.ids)
+    for rel in ("cat/a.webp", "cat/b.tif", "dog/D.PNG", "dog/__00009.png"):  # lossless: exact pixels
+        np.testing.assert_allclose(X[where.index(rel)][0], arr / 255, atol=1e-6)
+
+
 def test_image_folder_train_test_rgb_and_resize(tmp_path):
     root = tmp_path / "ds"
     tr = make_image_folder(root / "train", rgb=True, n_per_class=3, seed=1)
     make_image_folder(root / "test", rgb=True, n_per_class=2, seed=2)
     (root / "train" / "cat" / "notes.txt").write_text("ignored")
-    s = load_image_folder(root)
+    with pytest.warns(UserWarning, match="notes.txt"):
+        s = load_image_folder(root)
     assert s.train.X.shape == (6, 3, 6, 7) and s.test.X.shape == (4, 3, 6, 7)
     assert sorted(s.train.ids) == sorted(f"train/{k}" for k in tr)
     i = list(s.train.ids).index("train/dog/001.png")

@@ -518,7 +518,7 @@ def _load_images(root: Path, *, size: Any, grayscale: Optional[bool]) -> AuditIn
     size_hw = L._check_size(size)
     train_dir = root / "train"
     base = train_dir if train_dir.is_dir() and L._collect_images(train_dir) else root
-    found = L._collect_images(base)
+    found = L._collect_images(base, warn=True)
     if not found:
         raise DataError(f"no images found in class sub-folders of {root}; expected root/<class>/<image>")
     empty = [d.name for d in L._class_dirs(base) if d.name not in found]

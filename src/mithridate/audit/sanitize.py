@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,13 +457,27 @@ def _write_images(inp: AuditInput, keep: np.ndarray, out: Path, *, overwrite: bo
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))
     try:
-        for i in np.flatnonzero(keep):
-            src = inp.files[int(inp.rows[i])]
-            dst = staging / src.relative_to(root)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-        if inp.options.get("split") == "train" and (root / "test").is_dir():
-            shutil.copytree(root / "test", staging / "test", symlinks=False)
+        # the whole folder is copied except the removed images: files the audit did not read
+        # (other extensions, a test/ split, notes) stay, as they would in a table's other columns
+        removed = {inp.files[int(inp.rows[i])] for i in np.flatnonzero(~keep)}
+        audited = set(inp.files)
+        n_other = 0
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            here = Path(dirpath)
+            for fn in sorted(filenames):
+                src = here / fn
+                key = src.resolve()  # the audit's file list holds resolved paths
+                if key in removed:
+                    continue
+                n_other += key not in audited
+                dst = staging / src.relative_to(root)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+        if n_other:
+            warnings.warn(f"{n_other} file{'s' if n_other != 1 else ''} under {root} that the audit did not read "
+                          f"{'were' if n_other != 1 else 'was'} copied unchanged (a test/ split, other file types, "
+                          "hidden files)", UserWarning, stacklevel=3)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)

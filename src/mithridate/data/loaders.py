@@ -113,7 +113,9 @@ SKLEARN_DATASETS = {
 _KNOWN_NAMES = tuple(SKLEARN_DATASETS) + ("fashion-mnist",)
 
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: Files and folders that operating systems and tools leave in image folders: never data, not worth a warning.
+_JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx", "__pycache__", "icon\r"})
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): data is big-endian.
 _IDX_DTYPES = {
@@ -1618,30 +1620,44 @@ def load_table(
 # image folders
 # ----------------------------------------------------------------------------------------
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.startswith("__")
+    """Dot files and folders (``.DS_Store``, ``.git``) and OS/tool leftovers (``Thumbs.db``, ``__MACOSX``)."""
+    return name.startswith(".") or name.lower() in _JUNK_NAMES
 
 
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not _is_hidden(d.name))
 
 
-def _images_under(d: Path) -> list[Path]:
+def _images_under(d: Path, skipped: Optional[list] = None) -> list[Path]:
+    """Image files under ``d`` (recursively); other visible files are appended to ``skipped``."""
     out = []
     for dirpath, dirnames, filenames in os.walk(d, followlinks=False):
         dirnames[:] = sorted(n for n in dirnames if not _is_hidden(n))
         for fn in filenames:
-            if not _is_hidden(fn) and fn.lower().endswith(_IMAGE_SUFFIXES):
+            if _is_hidden(fn):
+                continue
+            if fn.lower().endswith(_IMAGE_SUFFIXES):
                 out.append(Path(dirpath) / fn)
+            elif skipped is not None:
+                skipped.append(Path(dirpath) / fn)
     return sorted(out)
 
 
-def _collect_images(root: Path) -> dict[str, list[Path]]:
-    """class name -> image files, for ``root/<class>/...`` (classes without images dropped)."""
-    found = {}
+def _collect_images(root: Path, *, warn: bool = False) -> dict[str, list[Path]]:
+    """class name -> image files, for ``root/<class>/...`` (classes without images dropped).
+    ``warn``: say which visible files in the class folders are not read (not images by name)."""
+    found, skipped = {}, []
     for d in _class_dirs(root):
-        files = _images_under(d)
+        files = _images_under(d, skipped)
         if files:
             found[d.name] = files
+    if warn and skipped:
+        shown = ", ".join(repr(str(f.relative_to(root))) for f in sorted(skipped)[:5])
+        warnings.warn(
+            f"{root}: {len(skipped)} file{'s' if len(skipped) != 1 else ''} in the class folders "
+            f"{'are' if len(skipped) != 1 else 'is'} not read (not an image by its extension; read: "
+            f"{', '.join(_IMAGE_SUFFIXES)}): {shown}{' ...' if len(skipped) > 5 else ''}",
+            UserWarning, stacklevel=3)
     return found
 
 
@@ -1777,8 +1793,10 @@ def load_image_folder(
     * ``root/<class>/<image>`` -- split stratified with ``test_size`` / ``random_state``;
     * ``root/train/<class>/<image>`` and ``root/test/<class>/<image>`` -- a ready split.
 
-    Images are ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` or ``.gif`` (first frame), found
-    recursively inside each class folder; hidden files and other extensions are ignored.
+    Images are ``.png``, ``.jpg``/``.jpeg``/``.jfif``, ``.bmp``, ``.gif`` (first frame),
+    ``.webp`` or ``.tif``/``.tiff`` (first page), found recursively inside each class folder;
+    dot files and OS leftovers (``Thumbs.db``, ``__MACOSX``) are ignored, and any other file
+    is named in a warning.
 
     Parameters
     ----------
@@ -1819,8 +1837,8 @@ def load_image_folder(
         f" with images ending in {', '.join(_IMAGE_SUFFIXES)}"
     )
     train_dir, test_dir = root / "train", root / "test"
-    train_found = _collect_images(train_dir) if train_dir.is_dir() else {}
-    test_found = _collect_images(test_dir) if test_dir.is_dir() else {}
+    train_found = _collect_images(train_dir, warn=True) if train_dir.is_dir() else {}
+    test_found = _collect_images(test_dir, warn=True) if test_dir.is_dir() else {}
     if train_found or test_found:
         if not train_found or not test_found:
             have, lack = ("train", "test") if train_found else ("test", "train")
@@ -1848,7 +1866,7 @@ def load_image_folder(
             test = Dataset.from_arrays(Xte, parts["test"][2], ids=np.asarray(parts["test"][1]),
                                        classes=classes, name=name, min_classes=1)
         return DatasetSplits(train=train, test=test, name=name, source=str(root))
-    found = _collect_images(root)
+    found = _collect_images(root, warn=True)
     if not found:
         raise DataError(f"no images found in class sub-folders of {root}; {layout_hint}")
     files = [(f, c) for c in sorted(found) for f in found[c]]
