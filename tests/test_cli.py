@@ -381,6 +381,23 @@ def test_detect_scores_every_sample_of_an_npz_with_one_set(tmp_path, capsys, mon
     assert code == 2 and "numpy.savez('data.npz', x=features, y=labels)" in err
 
 
+def test_detect_scores_every_image_of_a_folder_and_checks_the_truth_first(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for k in range(120):
+        f = tmp_path / "img" / f"c{d.target[k]}" / f"{k:03d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((d.images[k] * 16).clip(0, 255).astype(np.uint8)).save(f)
+    code, out, err = run(["detect", "knn", tmp_path / "img", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["n_samples"] == 120  # was the 70% training split
+    pd.DataFrame({"file": ["c0/000.png"], "poison": [1]}).to_csv(tmp_path / "t.csv", index=False)
+    code, _, err = run(["detect", "spectral", tmp_path / "img", "--truth", tmp_path / "t.csv"], capsys, monkeypatch)
+    assert code == 2 and "id" in err and "No --model given" not in err  # refused before training a network
+
+
 def test_detect_param_sets_detector_and_member_parameters(tmp_path, capsys, monkeypatch):
     from sklearn.datasets import load_wine
 

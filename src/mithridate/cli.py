@@ -133,9 +133,10 @@ def _load(data: str, label: Optional[str], features: Optional[str], id_col: Opti
 
 def _whole_file(data: str, label: Optional[str], features: Optional[str], id_col: Optional[str],
                 image_col: Optional[str], size: Optional[str], text: Optional[str]):
-    """Every row of a table or JSON Lines file, and every sample of an .npz holding one x/y set (what
-    ``detect`` scores: the user's file is the training set, nothing is held out); None for other
-    inputs (bundled data, folders, an .npz with x_train/x_test: its training split is scored)."""
+    """Every row of a table or JSON Lines file, every image of an image folder (its train/ folder
+    when it has train/ and test/) and every sample of an .npz holding one x/y set (what ``detect``
+    scores: the user's data is the training set, nothing is held out); None for other inputs
+    (bundled data, IDX folders, an .npz with x_train/x_test: their training split is scored)."""
     from mithridate.audit.pipeline import load_for_audit
     from mithridate.data import loaders as L
     from mithridate.data.text import JSONL_SUFFIXES
@@ -149,6 +150,10 @@ def _whole_file(data: str, label: Optional[str], features: Optional[str], id_col
             reader.close()
         if split:
             return None
+    elif p.is_dir():  # an image folder: every image (train/ when it has train/ and test/), as the audit reads it
+        if any(L._fashion_file(p, base) for base in L._FASHION_FILES.values()):
+            return None  # an IDX folder has its own train/test files: the training split is scored
+        return load_for_audit(p, size=_parse_size(size), progress=False).dataset
     elif not (p.is_file() and p.name.lower().endswith(tuple(L._TABLE_SUFFIXES) + tuple(JSONL_SUFFIXES))):
         return None
     return load_for_audit(p, label=label, features=_split_features(features), id_col=id_col, image_col=image_col,
@@ -754,8 +759,9 @@ def detect(
 ) -> None:
     """Score every training sample of DATA for poisoning (higher = more suspicious) and flag the worst.
 
-    A table, JSON Lines file or .npz holding one x/y set is scored whole (every row is a training sample);
-    bundled datasets, .npz archives with x_train/x_test and image folders are scored on their training split.
+    A table, JSON Lines file, image folder (its train/ folder when it has train/ and test/) or .npz holding one
+    x/y set is scored whole (every sample is a training sample, as `mithridate audit` reads it); bundled datasets,
+    IDX folders and .npz archives with x_train/x_test are scored on their training split.
 
     `mithridate detect --list` shows the detectors. Backdoor detectors (spectral, spectre, ...) read a
     network's penultimate layer and train the default network when no --model is given; label and outlier
@@ -802,6 +808,8 @@ def detect(
     if train_set is None:
         train_set = _load(data, label, features, id_col, test_size, seed, classes=classes, image_col=image_col,
                           size=size, text=text).train
+    # a bad truth file fails now, not after a network has been trained
+    is_poison = load_ground_truth(truth, train_set.ids) if truth is not None else None
     wants_model = detector.lower() not in registry.RAW_INPUT_DETECTORS | registry.OWN_NETWORK_DETECTORS
     if detector.lower() == "ensemble":  # images: a network's features; tables: the columns themselves
         wants_model = train_set.is_image
@@ -832,8 +840,7 @@ def detect(
                  "budget": budget, "n_flagged": int(flags.sum()), "seconds": seconds}
     per_class = pd.Series(flags).groupby(train_set.y).sum()
     doc["flagged_per_class"] = {str(train_set.classes[int(c)]): int(v) for c, v in per_class.items()}
-    if truth is not None:
-        is_poison = load_ground_truth(truth, train_set.ids)
+    if is_poison is not None:
         doc["metrics"] = detection_metrics(det.scores_, is_poison, flags)
     if scores_out is not None:
         df = pd.DataFrame({"id": train_set.ids, "label": train_set.labels, "score": det.scores_, "flagged": flags})
