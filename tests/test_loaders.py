@@ -493,6 +493,27 @@ def test_semicolon_csv_with_decimal_commas_and_quoted_header(tmp_path):
     assert t.train.X.shape[1] == 2 and sorted(t.train.X[:, 0] % 1) [0] == pytest.approx(0.5)
 
 
+def test_semicolon_csv_with_thousands_separators(tmp_path):
+    # a warehouse export: ';' separated, decimals with '.', incomes with ',' thousands separators in
+    # some rows; the comma was read as a decimal mark (68,490 -> 68.49) without a word
+    n = 40
+    rows = [f"{i};{0.1 + i / 100:.2f};{'68,490' if i % 3 == 0 else 36150 + i};{'ab'[i % 2]}" for i in range(n)]
+    p = tmp_path / "loans.csv"
+    p.write_text("uid;ratio;income;y\n" + "\n".join(rows) + "\n")
+    s = load_table(p, label="y", id_col="uid", test_size=0.25)
+    X = np.concatenate([s.train.X, s.test.X])
+    ids = [int(i) for i in list(s.train.ids) + list(s.test.ids)]
+    income = dict(zip(ids, X[:, 1]))
+    assert income[0] == 68490 and income[1] == 36151
+    # nothing tells the two readings apart: the column stays text, and a warning says why
+    q = tmp_path / "amb.csv"
+    q.write_text("uid;income;y\n" + "\n".join(f"{i};{'68,490' if i % 3 == 0 else 36150 + i};{'ab'[i % 2]}"
+                                              for i in range(n)) + "\n")
+    with pytest.warns(UserWarning, match=r"column 'income' has numbers with a comma \('68,490' next to '36151'\)"):
+        with pytest.raises(DataError):  # no numeric feature column is left
+            load_table(q, label="y", id_col="uid")
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_csv_with_another_separator_is_read(tmp_path, sep):
     # spreadsheets in comma-decimal locales save ";"-separated "CSV"; the header line tells

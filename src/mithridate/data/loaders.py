@@ -1045,10 +1045,21 @@ def _csv_separator(p: Path, kind: str) -> str:
 _COMMA_NUMBER = re.compile(r"^\s*[-+]?(\d+(,\d*)?|,\d+)([eE][-+]?\d+)?\s*$")
 
 
-def _comma_decimals(df: pd.DataFrame, skip: Sequence[str] = ()) -> pd.DataFrame:
+_THOUSANDS = re.compile(r"^\s*[-+]?\d{1,3}(,\d{3})+\s*$")
+_PLAIN_BIG_INT = re.compile(r"^\s*[-+]?\d{4,}\s*$")
+
+
+def _comma_decimals(df: pd.DataFrame, skip: Sequence[str] = (), where: str = "the file") -> pd.DataFrame:
     """In a ``;``-separated file, text columns whose every value is a number written with a
     decimal comma (``0,513``) become numbers; anything else (and the columns in ``skip``) stays
-    as read."""
+    as read.
+
+    A comma is also a thousands separator (``68,490``). When the file writes decimals with a
+    point elsewhere (a float column), a column of ``68,490``-style values is read with ``,`` as the
+    thousands separator; when nothing tells the two apart (``68,490`` next to ``36150``), the
+    column stays text and a warning names it."""
+    dot_decimals = any(pd.api.types.is_float_dtype(df[c].dtype)
+                       and bool((df[c].dropna() % 1 != 0).any()) for c in df.columns if c not in skip)
     out = df
     for col in df.columns:
         if col in skip:
@@ -1059,10 +1070,27 @@ def _comma_decimals(df: pd.DataFrame, skip: Sequence[str] = ()) -> pd.DataFrame:
         present = values.dropna()
         if not len(present) or not all(isinstance(v, str) for v in present):
             continue
-        if any("," in v for v in present) and all(_COMMA_NUMBER.match(v) for v in present):
-            if out is df:
-                out = df.copy()
-            out[col] = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce")
+        if not (any("," in v for v in present) and all(_COMMA_NUMBER.match(v) for v in present)):
+            continue
+        with_comma = [v for v in present if "," in v]
+        thousands = all(_THOUSANDS.match(v) for v in with_comma)
+        if thousands and dot_decimals:
+            reading, text = values.str.replace(",", "", regex=False), None
+        elif dot_decimals:
+            reading, text = None, "the file writes other decimals with '.'"
+        elif thousands and any(_PLAIN_BIG_INT.match(v) for v in present):
+            example = next(v for v in present if _PLAIN_BIG_INT.match(v))
+            reading, text = None, f"{with_comma[0].strip()!r} next to {example.strip()!r}"
+        else:
+            reading, text = values.str.replace(",", ".", regex=False), None
+        if reading is None:
+            warnings.warn(f"{where}: column {col!r} has numbers with a comma ({text}): the comma could be a decimal "
+                          "mark or a thousands separator, so the column is left as text (not a feature); write the "
+                          "numbers without thousands separators", UserWarning, stacklevel=4)
+            continue
+        if out is df:
+            out = df.copy()
+        out[col] = pd.to_numeric(reading, errors="coerce")
     return out
 
 
@@ -1176,7 +1204,7 @@ def _read_table(path: PathLike, progress: bool = False, text_columns: Sequence[O
     if kind != "parquet" and any(isinstance(c, str) and re.search(r"\.\d+$", c) for c in df.columns):
         _check_unique_header(p, sep)  # pandas renames a repeated name 'x' to 'x.1': was it in the file?
     if sep == ";":
-        df = _comma_decimals(df, skip=text_columns)
+        df = _comma_decimals(df, skip=text_columns, where=str(p))
     if df.shape[1] == 0:
         raise DataError(f"{p} has no columns; it needs a header row and at least one data row")
     if len(df) == 0:
