@@ -6,6 +6,8 @@ import gzip
 import struct
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -491,6 +493,33 @@ def test_semicolon_csv_with_decimal_commas_and_quoted_header(tmp_path):
     q.write_text('"price, eur";"n";"label"\n' + "".join(f"{i},5;{i % 3};{'ab'[i % 2]}\n" for i in range(30)))
     t = load_table(q, label="label", test_size=0.2)
     assert t.train.X.shape[1] == 2 and sorted(t.train.X[:, 0] % 1) [0] == pytest.approx(0.5)
+
+
+def test_default_features_leave_out_ids_empty_columns_and_name_almost_numeric_ones(tmp_path):
+    # a warehouse export: an application_id, an all-empty spreadsheet column, an income column
+    # with a few '$52,300.00' cells, a plain categorical
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"application_id": 10_000 + rng.permutation(n), "ratio": rng.random(n),
+                       "income": [f"${v:,.2f}" if i % 20 == 0 else f"{v:.2f}" for i, v in
+                                  enumerate(rng.integers(20_000, 90_000, n))],
+                       "country": rng.choice(["de", "fr"], n), "Unnamed: 5": [np.nan] * n, "y": rng.choice(["a", "b"], n)})
+    p = tmp_path / "loans.csv"
+    df.to_csv(p, index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = load_table(p, label="y", test_size=0.25)
+    text = " | ".join(str(w.message) for w in caught)
+    assert s.train.X.shape[1] == 1  # ratio only
+    assert "'application_id' looks like an identifier" in text and "--id application_id" in text
+    assert "'Unnamed: 5' has no values at all" in text
+    assert "numeric columns with a few cells that are not numbers" in text and "'income'" in text and "3 cells of 60" in text
+    assert "non-numeric columns are not used as features: 'country'" in text
+    # named as the id, the same column gives the ids and nothing is said about it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t = load_table(p, label="y", id_col="application_id", test_size=0.25)
+    assert not any("identifier" in str(w.message) for w in caught) and t.train.X.shape[1] == 1
 
 
 def test_semicolon_csv_with_thousands_separators(tmp_path):
@@ -1026,8 +1055,10 @@ def test_empty_feature_column_and_non_utf8_file_say_what_to_do(tmp_path):
     df = _toy_frame().drop(columns=["note", "who", "origin", "uid"])
     df["blank"] = np.nan
     df.to_csv(tmp_path / "nan.csv", index=False)
-    with pytest.raises(DataError, match=r"'blank' .* is empty \(every value missing"):
-        load_table(tmp_path / "nan.csv", label="y")
+    with pytest.warns(UserWarning, match="'blank' has no values at all and is left out"):  # not named: left out
+        assert load_table(tmp_path / "nan.csv", label="y").train.X.shape[1] == 2
+    with pytest.raises(DataError, match=r"'blank' .* is empty \(every value missing"):  # named: an error
+        load_table(tmp_path / "nan.csv", label="y", features=["f1", "blank"])
     (tmp_path / "l1.csv").write_bytes("name,x,y\nJürgen,1,a\nZoë,2,b\nAna,3,a\nBo,4,b\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"not UTF-8 text .*iconv"):
         load_table(tmp_path / "l1.csv", label="y", features=["x"])

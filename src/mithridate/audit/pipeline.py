@@ -376,9 +376,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
                                source=source)
     reserved = {c for c in (label, id_col, contributor, source, text_col) if c is not None}
     if features is None:
-        features = [c for c in df.columns if c not in reserved and not L._is_saved_index(df, c) and (
-            pd.api.types.is_numeric_dtype(df[c].dtype) or pd.api.types.is_bool_dtype(df[c].dtype))]
-        skipped = [c for c in df.columns if c not in reserved and c not in features and not L._is_saved_index(df, c)]
+        features, skipped = L.default_feature_columns(df, reserved, p, stacklevel=3)
         if text_col is not None and (explicit_text or not features):  # a table of texts: featurised like JSON Lines
             if features:
                 warnings.warn(f"{p}: the texts of column {text_col!r} are audited; the other columns are not "

@@ -1198,7 +1198,7 @@ def _read_table(path: PathLike, progress: bool = False, text_columns: Sequence[O
         raise DataError(f"could not parse {p}: {msg}; check the delimiter and quoting") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: it is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
-                        "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+                        "save it as UTF-8 (e.g. `iconv -f cp1252 -t utf-8` for an Excel export on Windows, `-f latin1` for other Latin-1 text)") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
     if kind != "parquet" and any(isinstance(c, str) and re.search(r"\.\d+$", c) for c in df.columns):
@@ -1351,10 +1351,30 @@ def warn_skipped_columns(df: pd.DataFrame, skipped: list, p: Path, stacklevel: i
         bad = _first_non_number(df[c])
         return f"{c!r} (e.g. {bad if len(bad) <= 32 else bad[:29] + '...'!r})" if bad is not None else repr(c)
 
-    text = ", ".join(shown(c) for c in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-    warnings.warn(f"{p}: non-numeric columns are not used as features: {text}; name the feature columns "
-                  "(features=[...], or --features on the command line) to silence this", UserWarning,
-                  stacklevel=stacklevel + 1)
+    def parse_share(c: str) -> tuple[float, int]:
+        vals = df[c].dropna()
+        ok = pd.to_numeric(vals, errors="coerce").notna()
+        return (float(ok.mean()) if len(vals) else 0.0), int((~ok).sum())
+
+    shares = {c: parse_share(c) for c in skipped}
+    almost = [c for c in skipped if shares[c][0] >= 0.9]  # numbers but for a few cells: worth naming apart
+    rest = [c for c in skipped if c not in almost]
+    if almost:
+        bits = ", ".join(f"{shown(c)}: {shares[c][1]:,} cell{'s' if shares[c][1] != 1 else ''} of "
+                         f"{int(df[c].notna().sum()):,}" for c in almost)
+        warnings.warn(f"{p}: numeric columns with a few cells that are not numbers are not used as features: {bits}; "
+                      "clean those cells (currency signs, thousands separators, 'n/a') to use them", UserWarning,
+                      stacklevel=stacklevel + 1)
+    if rest:
+        text = ", ".join(shown(c) for c in rest[:5]) + (f" and {len(rest) - 5} more ({_some_names(rest[5:])})"
+                                                         if len(rest) > 5 else "")
+        warnings.warn(f"{p}: non-numeric columns are not used as features: {text}; name the feature columns "
+                      "(features=[...], or --features on the command line) to silence this", UserWarning,
+                      stacklevel=stacklevel + 1)
+
+
+def _some_names(names: Sequence, k: int = 10) -> str:
+    return ", ".join(repr(str(c)) for c in list(names)[:k]) + (", ..." if len(names) > k else "")
 
 
 def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4) -> None:
@@ -1411,6 +1431,58 @@ def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, 
         raise ConfigError(f"column {image_col!r} cannot be both the image column and the label/contributor/source/text "
                           "(it can be the id: the file paths then name the samples)")
     return _check_size(size)
+
+
+_ID_NAME = re.compile(r"^(?i:id|uid|uuid|guid|key|row_?id|record_?id)$|(?i:[_\s.-]id)$|[a-z](?:Id|ID)$|^(?i:id)[_\s.-]")
+
+
+def _looks_like_id(df: pd.DataFrame, col: Any) -> bool:
+    """An identifier kept beside the data (``application_id``, ``uuid``): named like one, integer
+    (or text) and a different value on every row. Used as a feature it would make every sample
+    look unique (and order them by when they were entered)."""
+    if not _ID_NAME.search(str(col)):
+        return False
+    v = df[col]
+    if v.isna().any() or len(v) < 20:
+        return False
+    if not (pd.api.types.is_integer_dtype(v.dtype) or pd.api.types.is_float_dtype(v.dtype)):
+        return False
+    if pd.api.types.is_float_dtype(v.dtype) and bool((v % 1 != 0).any()):
+        return False
+    return bool(v.is_unique)
+
+
+def default_feature_columns(df: pd.DataFrame, reserved: set, p: Any, stacklevel: int = 2) -> tuple[list, list]:
+    """The feature columns a table audit uses when none are named: the numeric and boolean
+    columns, except saved row numbers, identifiers (:func:`_looks_like_id`) and columns with no
+    value at all (a spreadsheet's trailing ``Unnamed: 12``), each left out with a warning.
+    Returns ``(features, skipped)``: ``skipped`` the other (non-numeric) columns, for
+    :func:`warn_skipped_columns`."""
+    features, skipped = [], []
+    for col in df.columns:
+        if col in reserved:
+            continue
+        if _is_saved_index(df, col):
+            warnings.warn(f"{p}: column {col!r} holds the row numbers (a saved DataFrame index); it is not "
+                          "used as a feature (name it with id_col= / --id-col to keep it as the ids)",
+                          UserWarning, stacklevel=stacklevel + 1)
+            continue
+        if df[col].isna().all():
+            warnings.warn(f"{p}: column {col!r} has no values at all and is left out", UserWarning,
+                          stacklevel=stacklevel + 1)
+            continue
+        dtype = df[col].dtype
+        if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            if _looks_like_id(df, col):
+                warnings.warn(f"{p}: column {col!r} looks like an identifier (named like one, a different value on "
+                              f"every row) and is not used as a feature; name it with id_col= / --id {col} to use it "
+                              "as the sample ids, or list the features yourself (features= / --features)",
+                              UserWarning, stacklevel=stacklevel + 1)
+                continue
+            features.append(col)
+        else:
+            skipped.append(col)
+    return features, skipped
 
 
 def _is_saved_index(df: pd.DataFrame, col: Any) -> bool:
@@ -1592,20 +1664,7 @@ def load_table(
         features = []
     elif features is None:
         _need_column(df, label, "label", p)
-        features, skipped = [], []
-        for col in df.columns:
-            if col in reserved:
-                continue
-            if _is_saved_index(df, col):
-                warnings.warn(f"{p}: column {col!r} holds the row numbers (a saved DataFrame index); it is not "
-                              "used as a feature (name it with id_col= / --id-col to keep it as the ids)",
-                              UserWarning, stacklevel=2)
-                continue
-            dtype = df[col].dtype
-            if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-                features.append(col)
-            else:
-                skipped.append(col)
+        features, skipped = default_feature_columns(df, reserved, p, stacklevel=2)
         if not features:
             raise DataError(
                 f"{p} has no numeric feature columns besides {sorted(reserved)}; non-numeric "
