@@ -522,6 +522,27 @@ def test_default_features_leave_out_ids_empty_columns_and_name_almost_numeric_on
     assert not any("identifier" in str(w.message) for w in caught) and t.train.X.shape[1] == 1
 
 
+def test_parquet_decimal_columns_are_numbers(tmp_path):
+    # warehouse exports store money as decimal128: it was called "not numeric (e.g. '36150.00')"
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 40
+    income = [decimal.Decimal(f"{36150 + i}.25") if i != 3 else None for i in range(n)]
+    pq.write_table(pa.table({"uid": list(range(n)), "income": pa.array(income, type=pa.decimal128(12, 2)),
+                             "y": ["ab"[i % 2] for i in range(n)]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match="missing values"):  # a number column now: row 3's gap is a gap
+        load_table(tmp_path / "t.parquet", label="y", id_col="uid")
+    income[3] = decimal.Decimal("1.50")
+    pq.write_table(pa.table({"uid": list(range(n)), "income": pa.array(income, type=pa.decimal128(12, 2)),
+                             "y": ["ab"[i % 2] for i in range(n)]}), tmp_path / "t.parquet")
+    s = load_table(tmp_path / "t.parquet", label="y", id_col="uid", test_size=0.25)
+    got = dict(zip(list(s.train.ids) + list(s.test.ids), np.concatenate([s.train.X, s.test.X])[:, 0]))
+    assert got[0] == pytest.approx(36150.25) and got[3] == pytest.approx(1.5)
+
+
 def test_semicolon_csv_with_thousands_separators(tmp_path):
     # a warehouse export: ';' separated, decimals with '.', incomes with ',' thousands separators in
     # some rows; the comma was read as a decimal mark (68,490 -> 68.49) without a word

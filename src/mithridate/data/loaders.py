@@ -1045,6 +1045,24 @@ def _csv_separator(p: Path, kind: str) -> str:
 _COMMA_NUMBER = re.compile(r"^\s*[-+]?(\d+(,\d*)?|,\d+)([eE][-+]?\d+)?\s*$")
 
 
+def _decimals_as_floats(df: pd.DataFrame) -> pd.DataFrame:
+    """Parquet ``decimal128`` columns (money in warehouse exports) come back as Python ``Decimal``
+    objects: read them as float64 numbers, as a CSV of the same values would be."""
+    import decimal
+
+    out = df
+    for col in df.columns:
+        values = df[col]
+        if values.dtype != object:
+            continue
+        present = values.dropna()
+        if len(present) and all(isinstance(v, decimal.Decimal) for v in present):
+            if out is df:
+                out = df.copy()
+            out[col] = pd.to_numeric(values.map(lambda v: None if v is None else float(v)), errors="coerce")
+    return out
+
+
 _THOUSANDS = re.compile(r"^\s*[-+]?\d{1,3}(,\d{3})+\s*$")
 _PLAIN_BIG_INT = re.compile(r"^\s*[-+]?\d{4,}\s*$")
 
@@ -1201,6 +1219,8 @@ def _read_table(path: PathLike, progress: bool = False, text_columns: Sequence[O
                         "save it as UTF-8 (e.g. `iconv -f cp1252 -t utf-8` for an Excel export on Windows, `-f latin1` for other Latin-1 text)") from None
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"could not read {p} as {kind.upper()}: {exc}") from None
+    if kind == "parquet":
+        df = _decimals_as_floats(df)
     if kind != "parquet" and any(isinstance(c, str) and re.search(r"\.\d+$", c) for c in df.columns):
         _check_unique_header(p, sep)  # pandas renames a repeated name 'x' to 'x.1': was it in the file?
     if sep == ";":
