@@ -77,6 +77,7 @@ def test_policy_yaml_round_trip_and_defaults(tmp_path):
     ("detection:\n  parameters: {knn-shapley: {k: 3}}\n", "detection.parameters names 'knn-shapley'"),
     ("detection:\n  detectors: [knn]\n  parameters: {spectral: {}}\n", "detection.parameters names 'spectral'"),
     ("detection:\n  parameters: [robust-distance]\n", "detection.parameters"),
+    ("detection:\n  detectors: [knn, spectral-signatures]\n", "detection.detectors names 'spectral-signatures'"),
     ("version: 7\n", "version"),
     ("flagged: [1, 2]\n", "'flagged'"),
     ("flagged: {max_share: 0.1\n", "not valid YAML"),

@@ -118,6 +118,13 @@ def _checked_detectors(dets: Any) -> Union[str, tuple]:
         raise ConfigError(f"policy: detectors must be detector names (strings), got {list(dets)!r}")
     if len({d.lower() for d in dets}) != len(dets):
         raise ConfigError(f"policy: detectors lists a detector twice: {list(dets)!r}")
+    from mithridate import registry
+
+    known = registry.names("detector")
+    unknown = [d for d in dets if d.strip().lower() not in known or d.strip().lower() == "ensemble"]
+    if unknown:
+        raise ConfigError(f"policy: detectors names {unknown[0]!r}, which is not a detector; known: "
+                          f"{', '.join(k for k in known if k != 'ensemble')}")
     return tuple(d.strip() for d in dets)
 
 
