@@ -543,6 +543,21 @@ def test_parquet_decimal_columns_are_numbers(tmp_path):
     assert got[0] == pytest.approx(36150.25) and got[3] == pytest.approx(1.5)
 
 
+def test_misspelt_labels_and_contributor_names_are_said(tmp_path):
+    n = 600
+    y = ["Sneaker" if i % 3 == 0 else ("Sandal" if i % 3 == 1 else "Bag") for i in range(n)]
+    y[0:3] = ["Sneakr"] * 3  # three rows with a typo'd class (the two-rows rule did not fire)
+    who = [f"v{i % 4}" for i in range(n)]
+    who[10], who[11] = "V1", "v1 "  # one vendor, three spellings
+    pd.DataFrame({"x": np.arange(n) % 7, "vendor": who, "y": y}).to_csv(tmp_path / "t.csv", index=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_table(tmp_path / "t.csv", label="y", contributor="vendor")
+    text = " | ".join(str(w.message) for w in caught)
+    assert "'Sneakr' (3) beside 'Sneaker'" in text
+    assert "contributor names in column 'vendor' differ only by case or spaces" in text and "'V1' (1)" in text
+
+
 def test_semicolon_csv_with_thousands_separators(tmp_path):
     # a warehouse export: ';' separated, decimals with '.', incomes with ',' thousands separators in
     # some rows; the comma was read as a decimal mark (68,490 -> 68.49) without a word

@@ -1350,6 +1350,8 @@ def _table_dataset(
     for col, key in ((source, "source"), (contributor, "contributor")):
         if col is not None:
             meta[key] = df[col].to_numpy(dtype=object, na_value=None)
+    if contributor is not None:
+        _warn_spaced_contributors(df[contributor], contributor, p)
     with _context(f"{p} (label column {label!r})"):
         if task == "regression":
             return Dataset.from_arrays(X, y, ids=ids, meta=meta, name=name, task="regression")
@@ -1407,17 +1409,37 @@ def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4)
     values = pd.Series(y).dropna().astype(str)
     counts = values.value_counts(sort=False)
     _warn_rare_labels(counts, label, p, stacklevel + 1)
+    text = _case_or_space_groups(counts)
+    if text:
+        warnings.warn(f"{p}: label values in column {label!r} differ only by case or spaces and are kept as "
+                      f"different classes: {text}; normalise that column (e.g. strip and lower-case it) if "
+                      "they are one class", UserWarning, stacklevel=stacklevel)
+
+
+def _case_or_space_groups(counts: pd.Series) -> str:
+    """The values (with their counts) that differ only by case or surrounding spaces, as text ('' if none)."""
     groups: dict = {}
     for v in counts.index:
-        groups.setdefault(v.strip().casefold(), []).append(v)
+        groups.setdefault(str(v).strip().casefold(), []).append(v)
     clash = [vs for vs in groups.values() if len(vs) > 1]
     if not clash:
-        return
+        return ""
     shown = "; ".join(", ".join(f"{v!r} ({int(counts[v]):,})" for v in vs) for vs in clash[:5])
-    more = f"; and {len(clash) - 5} more groups" if len(clash) > 5 else ""
-    warnings.warn(f"{p}: label values in column {label!r} differ only by case or spaces and are kept as "
-                  f"different classes: {shown}{more}; normalise that column (e.g. strip and lower-case it) if "
-                  "they are one class", UserWarning, stacklevel=stacklevel)
+    return shown + (f"; and {len(clash) - 5} more groups" if len(clash) > 5 else "")
+
+
+def _warn_spaced_contributors(who: pd.Series, col: str, p: Path, stacklevel: int = 4) -> None:
+    """Warn when contributor names differ only by case or spaces ('Hansen', 'hansen '): they are
+    judged as different contributors, which splits one sender's record (and its reputation)."""
+    values = who.dropna()
+    values = values[values.map(lambda v: isinstance(v, str))]
+    if not len(values):
+        return
+    text = _case_or_space_groups(values.value_counts(sort=False))
+    if text:
+        warnings.warn(f"{p}: contributor names in column {col!r} differ only by case or spaces and are judged as "
+                      f"different contributors: {text}; normalise that column if they are one sender",
+                      UserWarning, stacklevel=stacklevel)
 
 
 def _warn_rare_labels(counts: pd.Series, label: str, p: Path, stacklevel: int) -> None:
@@ -1427,13 +1449,26 @@ def _warn_rare_labels(counts: pd.Series, label: str, p: Path, stacklevel: int) -
     if len(counts) < 3 or float(counts.median()) < 50:
         return
     rare = counts[counts <= 2].sort_values()
-    if not len(rare):
-        return
-    shown = ", ".join(f"{v!r} ({int(n)})" for v, n in rare.head(5).items())
-    more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
-    warnings.warn(f"{p}: label values in column {label!r} held by only one or two rows while the typical class "
-                  f"has {int(counts.median()):,}: {shown}{more}; a typo? They are kept as classes of their own",
-                  UserWarning, stacklevel=stacklevel)
+    if len(rare):
+        shown = ", ".join(f"{v!r} ({int(n)})" for v, n in rare.head(5).items())
+        more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+        warnings.warn(f"{p}: label values in column {label!r} held by only one or two rows while the typical class "
+                      f"has {int(counts.median()):,}: {shown}{more}; a typo? They are kept as classes of their own",
+                      UserWarning, stacklevel=stacklevel)
+    # a few rows spelt almost like a large class ('Sneakr' beside 'Sneaker'): a typo, whatever its count
+    import difflib
+
+    big = [str(v) for v, n in counts.items() if n >= 0.5 * float(counts.median())]
+    near = []
+    for v, n in counts.sort_values().items():
+        if n > 2 and n < 0.1 * float(counts.median()):
+            match = difflib.get_close_matches(str(v).casefold(), [b.casefold() for b in big], n=1, cutoff=0.8)
+            if match:
+                near.append(f"{v!r} ({int(n)}) beside {big[[b.casefold() for b in big].index(match[0])]!r}")
+    if near:
+        warnings.warn(f"{p}: label values in column {label!r} spelt almost like a large class: {', '.join(near[:5])}"
+                      f"{' ...' if len(near) > 5 else ''}; a typo? They are kept as classes of their own",
+                      UserWarning, stacklevel=stacklevel)
 
 
 def _check_image_options(image_col: Optional[str], features: Any, roles: tuple, size: Any,
