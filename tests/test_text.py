@@ -531,3 +531,13 @@ def test_texts_without_words_are_nobodys_nearest_neighbour(tmp_path):
     assert np.allclose(feat.transform(["", "zzz unknown words"]), -np.eye(X.shape[1])[0])
     with pytest.warns(UserWarning, match=r"5 of \d+ texts have no word the TF-IDF features count .*line \d+"):
         load_jsonl(write_jsonl(tmp_path / "e.jsonl", rows), id_col="id", test_size=0.1)
+
+
+def test_numeric_fields_of_a_jsonl_table_are_said_to_be_unused(tmp_path):
+    # a loan table exported as JSON Lines: auditing its notes silently ignored 18 numeric fields
+    rows = [{"notes": f"note {i} about payment", "income": 1000 + i, "ratio": i / 50, "approved": bool(i % 2),
+             "decision": "ab"[i % 2]} for i in range(40)]
+    p = tmp_path / "loans.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=r"numeric fields \('income', 'ratio'\) are not used"):
+        load_jsonl(p, text="notes", label="decision")

@@ -51,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -553,6 +554,13 @@ def _read_jsonl(
                 if label is None:
                     label = _guess_key(obj, LABEL_KEYS, others | {text}, "label", where, want_string=False)
                 rec.text_key, rec.label_key = text, label
+                numeric = [k for k, v in obj.items() if k not in others | {text, label}
+                           and isinstance(v, (int, float)) and not isinstance(v, bool)]
+                if numeric:  # a table written as JSON Lines: its numbers are not what the audit reads
+                    shown = ", ".join(repr(k) for k in numeric[:5]) + (", ..." if len(numeric) > 5 else "")
+                    warnings.warn(f"{p}: the texts of key {text!r} are audited; the numeric fields ({shown}) are not "
+                                  "used. To audit those fields as a table, convert the file (e.g. "
+                                  "pandas.read_json(path, lines=True).to_csv(...))", UserWarning, stacklevel=4)
             for key, role in ((text, "text"), (label, "label")):
                 if key not in obj:
                     keys = [k if len(k) <= 40 else k[:37] + "..." for k in list(obj)[:20]]
