@@ -885,3 +885,14 @@ def test_out_dir_under_a_file_is_refused_before_the_audit_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"a_file is a file, not a folder"):
         run_audit(breast_cancer(n=60), name="bc", out_dir=blocker / "sub" / "out", progress=False)
     assert blocker.read_text() == "x"
+
+
+def test_contributors_for_an_image_folder_point_to_the_manifest(tmp_path):
+    from PIL import Image
+
+    for k in range(4):
+        f = tmp_path / "imgs" / f"c{k % 2}" / f"{k}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4), 40 * k, np.uint8)).save(f)
+    with pytest.raises(ConfigError, match="write a manifest CSV .* --images file --label label --contributor"):
+        load_for_audit(tmp_path / "imgs", contributor="vendor")

@@ -294,6 +294,13 @@ def load_for_audit(
     if not p.exists():
         raise DataError(f"file not found: {p}")
     if p.is_dir():
+        if any(table_opts[k] is not None for k in ("contributor", "source", "id_col", "label")):
+            given = [k for k in ("label", "id_col", "contributor", "source") if table_opts[k] is not None]
+            raise ConfigError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to tables, not to the image "
+                f"folder {p} (its class folders are the labels, its paths the ids); to give contributors or sources, "
+                "write a manifest CSV next to the images (file,label,contributor: one row per image, paths relative "
+                "to the CSV) and audit it with --images file --label label --contributor contributor")
         _refuse_options(table_opts, f"the image folder {p}")
         return _load_images(p, size=size, grayscale=grayscale)
     if image_col is not None and not low.endswith(L._TABLE_SUFFIXES):

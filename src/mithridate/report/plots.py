@@ -45,10 +45,13 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def short_text(value: Any, limit: int = _MAX_LABEL) -> str:
-    """``str(value)`` on one line, cut to ``limit`` characters (with an ellipsis)."""
+def short_text(value: Any, limit: int = _MAX_LABEL, *, keep_end: bool = False) -> str:
+    """``str(value)`` on one line, cut to ``limit`` characters (with an ellipsis); ``keep_end``
+    keeps the end instead (a path's file name: ``…/00123.png``, not ``data/Trou…``)."""
     s = " ".join(str(value).split())
-    return s if len(s) <= limit else s[: limit - 1] + "\u2026"
+    if len(s) <= limit:
+        return s
+    return "\u2026" + s[len(s) - limit + 1:] if keep_end else s[: limit - 1] + "\u2026"
 
 
 def top_indices(scores: np.ndarray, n: int) -> np.ndarray:
@@ -172,7 +175,7 @@ def suspicious_grid(X: np.ndarray, scores: np.ndarray, *, ids: Sequence[Any], la
         ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"#{rank} id {short_text(ids[i], 10)}\n{short_text(labels[i], 14)}", fontsize=7.5,
+        ax.set_title(f"#{rank} id {short_text(ids[i], 12, keep_end=True)}\n{short_text(labels[i], 14)}", fontsize=7.5,
                      parse_math=False)
         poisoned = truth is not None and bool(truth[i])
         for spine in ax.spines.values():
