@@ -896,3 +896,19 @@ def test_contributors_for_an_image_folder_point_to_the_manifest(tmp_path):
         Image.fromarray(np.full((4, 4), 40 * k, np.uint8)).save(f)
     with pytest.raises(ConfigError, match="write a manifest CSV .* --images file --label label --contributor"):
         load_for_audit(tmp_path / "imgs", contributor="vendor")
+
+
+def test_manifest_paths_match_files_in_the_other_unicode_form(tmp_path):
+    # the manifest says 'café.png' composed (NFC), the disk holds it decomposed (NFD), as macOS writes it
+    import unicodedata
+
+    from PIL import Image
+
+    rows = []
+    for k in range(24):
+        name = unicodedata.normalize("NFD", f"caf\u00e9{k}.png") if k % 2 else f"img{k}.png"
+        Image.fromarray(np.full((4, 4), 10 * k, np.uint8)).save(tmp_path / name)
+        rows.append({"file": unicodedata.normalize("NFC", name), "label": "ab"[k % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    inp = load_for_audit(tmp_path / "m.csv", label="label", image_col="file")
+    assert len(inp.dataset) == 24

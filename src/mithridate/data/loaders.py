@@ -1585,6 +1585,14 @@ def _table_images(df: pd.DataFrame, p: Path, image_col: str, size: Optional[tupl
         except OSError as exc:  # e.g. a name too long for the file system: not a path at all
             raise DataError(f"{where}: {value[:60]!r} is not a usable image path ({exc.strerror or exc}); "
                             "is --images naming the right column?") from None
+        if not found:  # the same name in the other Unicode normal form (macOS writes NFD, most tools NFC)
+            import unicodedata
+
+            for form in ("NFC", "NFD"):
+                alt = root / Path(unicodedata.normalize(form, str(rel)))
+                if alt != f and alt.is_file():
+                    f, found = alt, True
+                    break
         if not found:
             raise DataError(f"{where}: image {value[:200]!r} not found under {root}")
         files.append(f)
