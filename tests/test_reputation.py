@@ -231,19 +231,20 @@ def test_simultaneous_level_counts_only_contributors_the_gate_tests():
 
 
 def test_class_mix_factors_by_hand():
-    # classes x (rate among others) and y; a sends 6 x + 2 y, b 2 x + 6 y, c 4 x + 4 y
+    # class x: 6 of 12 flagged, class y: 2 of 12; a sends 6 x + 2 y, b 2 x + 6 y, c 4 x + 4 y
     who = ["a"] * 8 + ["b"] * 8 + ["c"] * 8
     lab = ["x"] * 6 + ["y"] * 2 + ["x"] * 2 + ["y"] * 6 + ["x"] * 4 + ["y"] * 4
-    flg = [1, 1, 1, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 0, 0, 0]
+    flg = [1, 1, 1, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 1, 0, 0]
     f = class_mix_factors(who, lab, flg).set_index("contributor")["factor"]
-    mu = sum(flg) / len(flg)
-    # a: x at (b, c)'s x rate 3/6, y at 1/10; b: x at 5/10, y at 0/6; c: x at 4/8, y at 1/8
-    exp = {"a": (6 * 3 / 6 + 2 * 1 / 10) / 8, "b": (2 * 5 / 10 + 6 * 0 / 6) / 8, "c": (4 * 4 / 8 + 4 * 1 / 8) / 8}
+    mu, rx, ry = 8 / 24, 6 / 12, 2 / 12
+    exp = {"a": (6 * rx + 2 * ry) / 8, "b": (2 * rx + 6 * ry) / 8, "c": (4 * rx + 4 * ry) / 8}
     for k, v in exp.items():
         assert f[k] == pytest.approx(v / mu)
-    # a class sent by one contributor only is judged at its own rate there (no evidence either way)
-    solo = class_mix_factors(["a", "a", "b", "b"], ["x", "x", "y", "y"], [1, 0, 0, 0]).set_index("contributor")
-    assert solo.loc["a", "factor"] == pytest.approx(0.5 / 0.25) and solo.loc["b", "factor"] == 0.0
+    # the contributor holding a class's only flags is judged at that class's rate, never at 0 (its
+    # own flags are part of the rate: with the rates of the others alone, 2 of 20 clean iris audits
+    # failed on one or two flags)
+    solo = class_mix_factors(["a", "a", "b", "b"], ["x", "y", "x", "y"], [1, 0, 0, 0]).set_index("contributor")
+    assert solo.loc["a", "factor"] == pytest.approx(1.0) and solo.loc["b", "factor"] == pytest.approx(1.0)
     with pytest.raises(DataError, match="lengths differ"):
         class_mix_factors(["a"], ["x", "y"], [1])
 

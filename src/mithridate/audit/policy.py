@@ -224,7 +224,7 @@ class Policy:
     min_contributor_samples : int, default=10
     reputation : bool, default=True
         Fail when a contributor's credible interval lies entirely above the rate expected from its
-        class mix (the other contributors' flag rates in the classes it sends; the population rate
+        class mix (each class it sends at that class's flag rate; the population rate
         when it sends every class in the usual proportions).
     reputation_min_samples : int, default=10
         Judged samples (cumulative over audits when a ledger is used) a contributor needs before

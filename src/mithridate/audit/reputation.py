@@ -20,8 +20,7 @@ lies above ``μ`` (and its observed rate does too).
 label detectors flag ~21% of "rejected" rows and ~8% of "approved" ones), so a contributor that
 sends mostly one class would be judged against the wrong rate. With a ``factor`` column in the
 counts (:func:`class_mix_factors`; the audit passes it), contributor ``i``'s **baseline** is
-``μ · factor_i``: the rate expected from its own class mix, from the *other* contributors'
-rates within each class. Its prior is centred there, ``above_population`` compares the interval
+``μ · factor_i``: the rate expected from its own class mix, each class at its flag rate. Its prior is centred there, ``above_population`` compares the interval
 with it, and contributors are ranked by their posterior excess over it. Without the column
 every factor is 1 (the pooled rate).
 
@@ -160,16 +159,17 @@ def check_counts(counts: pd.DataFrame) -> pd.DataFrame:
 def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequence) -> pd.DataFrame:
     """Each contributor's flag rate expected from its class mix, relative to the pooled rate.
 
-    ``factor_i = (Σ_c n_ic · r_c^(−i) / n_i) / μ``: ``r_c^(−i)`` is class ``c``'s flag rate among
-    the *other* contributors' samples (the contributor's own rate where nobody else sent that
-    class), ``μ`` the pooled rate. Leaving the contributor out keeps a contributor who poisons
-    one class from raising its own baseline. Returns ``contributor, factor`` (1.0 when nothing
-    is flagged).
+    ``factor_i = (Σ_c n_ic · r_c / n_i) / μ``: ``r_c`` is class ``c``'s flag rate over all
+    contributors, ``μ`` the pooled rate — the expected count of a stratified (Mantel-Haenszel)
+    comparison, each class's rate estimated under the null hypothesis that every contributor
+    shares it. (Leaving the contributor out of its own class rates was tried: a contributor who
+    holds the only flags of a class then gets a baseline of 0 and fails on one or two flags —
+    2 of 20 clean iris audits.) Returns ``contributor, factor`` (1.0 when nothing is flagged).
 
     >>> f = class_mix_factors(["a"] * 4 + ["b"] * 4, ["x", "x", "x", "x", "x", "y", "y", "y"],
     ...                       [1, 1, 0, 0, 1, 0, 0, 0])
-    >>> f.round(3).to_dict("list")   # μ = 3/8; a: 4 x at b's x rate 1/1; b: 1 x at a's 2/4, 3 y at its own 0/3
-    {'contributor': ['a', 'b'], 'factor': [2.667, 0.333]}
+    >>> f.round(3).to_dict("list")   # μ = 3/8; x: 3/5, y: 0/3; a: 4 x; b: 1 x, 3 y
+    {'contributor': ['a', 'b'], 'factor': [1.6, 0.4]}
     """
     from mithridate.audit.diff import _str_or_none
 
@@ -182,19 +182,11 @@ def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequenc
     df = pd.DataFrame({"contributor": who[known], "label": lab[known], "f": flags[known].astype(np.int64)})
     if not len(df):
         return pd.DataFrame({"contributor": [], "factor": []})
-    cell = df.groupby(["contributor", "label"], sort=True)["f"].agg(["size", "sum"])
-    cls = df.groupby("label", sort=True)["f"].agg(["size", "sum"])
     mu = float(df["f"].mean())
-    n_c = cls["size"].reindex(cell.index.get_level_values("label")).to_numpy(dtype=float)
-    k_c = cls["sum"].reindex(cell.index.get_level_values("label")).to_numpy(dtype=float)
-    n_ic = cell["size"].to_numpy(dtype=float)
-    k_ic = cell["sum"].to_numpy(dtype=float)
-    others = n_c - n_ic
-    rate = np.where(others > 0, (k_c - k_ic) / np.where(others > 0, others, 1.0), k_ic / n_ic)
-    expected = pd.Series(n_ic * rate, index=cell.index).groupby(level="contributor", sort=True).sum()
-    sizes = df.groupby("contributor", sort=True).size()
-    factor = (expected / sizes / mu).to_numpy(dtype=float) if mu > 0 else np.ones(len(sizes))
-    return pd.DataFrame({"contributor": sizes.index.astype(object).tolist(), "factor": factor.tolist()})
+    rate = df.groupby("label", sort=True)["f"].transform("mean")          # r_c of each sample's class
+    expected = rate.groupby(df["contributor"], sort=True).mean()          # Σ_c n_ic r_c / n_i
+    factor = (expected / mu).to_numpy(dtype=float) if mu > 0 else np.ones(len(expected))
+    return pd.DataFrame({"contributor": expected.index.astype(object).tolist(), "factor": factor.tolist()})
 
 
 def contributor_counts(contributors: Sequence, flagged: Sequence) -> pd.DataFrame:
