@@ -101,7 +101,8 @@ from mithridate.audit.migrations import (
     upgrade,
     utcnow,
 )
-from mithridate.audit.reputation import PriorSpec, reputation_table, simultaneous_level
+from mithridate.audit.reputation import (PriorSpec, class_mix_factors, reputation_table, simultaneous_level,
+                                         with_class_mix)
 from mithridate.errors import ConfigError, DataError
 from mithridate.utils import json_safe
 
@@ -760,7 +761,7 @@ class Ledger:
         )
         level_each = simultaneous_level(level, int((extra["n"] >= int(min_samples)).sum())) if simultaneous \
             else float(level)
-        table = reputation_table(_with_factors(extra[["contributor", "n", "flagged"]], factors), prior=prior,
+        table = reputation_table(with_class_mix(extra[["contributor", "n", "flagged"]], factors), prior=prior,
                                  level=level_each)
         attrs = dict(table.attrs, level_each=level_each)
         extra["contributor"] = extra["contributor"].astype(object)
@@ -789,8 +790,7 @@ class Ledger:
         if not rows:
             return None
         who, lab, flg = zip(*rows)
-        return _factors(np.asarray(who, dtype=object), np.asarray(lab, dtype=object),
-                        np.asarray([bool(x) for x in flg]))
+        return class_mix_factors(list(who), list(lab), np.asarray([bool(x) for x in flg]))
 
     def contributor_history(self, dataset_name: str) -> pd.DataFrame:
         """Per audit and contributor, how many samples were audited and flagged (for trends).
@@ -945,9 +945,9 @@ class Ledger:
                 )
             if inserts:
                 conn.execute(contributors_t.insert(), inserts)
-        self._refresh_reputation(conn, ds_id, now, factors=_factors(t["contributor"].to_numpy(dtype=object)[has],
-                                                                    t["label"].to_numpy(dtype=object)[has],
-                                                                    found.to_numpy()[has]))
+        self._refresh_reputation(conn, ds_id, now, factors=class_mix_factors(
+            t["contributor"].to_numpy(dtype=object)[has], t["label"].to_numpy(dtype=object)[has],
+            found.to_numpy()[has].astype(bool)))
 
     @staticmethod
     def _refresh_reputation(conn: Connection, ds_id: int, now: _dt.datetime,
@@ -958,7 +958,7 @@ class Ledger:
             return
         counts = pd.DataFrame.from_records([(r.name, r.n_total, r.n_flagged) for r in rows],
                                            columns=["contributor", "n", "flagged"])
-        rep = reputation_table(_with_factors(counts, factors)).set_index("contributor")
+        rep = reputation_table(with_class_mix(counts, factors)).set_index("contributor")
         conn.execute(
             contributors_t.update().where(c.id == sa.bindparam("pk")).values(
                 alpha=sa.bindparam("a"), beta=sa.bindparam("b"), posterior_mean=sa.bindparam("m"),
@@ -973,25 +973,6 @@ class Ledger:
                 for r in rows
             ],
         )
-
-
-def _factors(contributors: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> Optional[pd.DataFrame]:
-    """Class-mix factors of an audit's samples (those with a contributor), or None."""
-    from mithridate.audit.reputation import class_mix_factors
-
-    known = pd.notna(contributors)
-    if not known.any():
-        return None
-    return class_mix_factors(contributors[known], labels[known], np.asarray(flagged)[known].astype(bool))
-
-
-def _with_factors(counts: pd.DataFrame, factors: Optional[pd.DataFrame]) -> pd.DataFrame:
-    """``counts`` with each contributor's class-mix factor (1 for one the factors do not cover),
-    as the audit judges it (see :func:`~mithridate.audit.reputation.class_mix_factors`)."""
-    if factors is None or not len(factors):
-        return counts
-    f = dict(zip(factors["contributor"].astype(str), factors["factor"].astype(float)))
-    return counts.assign(factor=[f.get(str(c), 1.0) for c in counts["contributor"]])
 
 
 def _bulk_insert(conn: Connection, table: sa.Table, data: Mapping[str, list], chunk: int = 20_000) -> None:

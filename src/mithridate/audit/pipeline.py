@@ -757,16 +757,6 @@ def _agreement(member_flags: pd.DataFrame, flags: np.ndarray) -> dict:
     return {"names": names, "both": both.tolist()}
 
 
-def _class_mix(contributors: list, labels: list, flags: np.ndarray) -> Optional[pd.DataFrame]:
-    """Class-mix factors of this version's contributors (every sample, judged or not), or None
-    when no sample has a contributor."""
-    from mithridate.audit.reputation import class_mix_factors
-
-    if not any(c is not None for c in contributors):
-        return None
-    return class_mix_factors(contributors, labels, flags)
-
-
 def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], level: float,
                 tested: Optional[set] = None, min_samples: int = 0, simultaneous: bool = False,
                 factors: Optional[pd.DataFrame] = None) -> pd.DataFrame:
@@ -781,7 +771,7 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
     chance that *any* honest contributor's interval lies above the population rate is at most
     about 1 - level, however many contributors there are. The table's attrs record
     ``level_each`` and ``n_tested``."""
-    from mithridate.audit.reputation import reputation_table, simultaneous_level
+    from mithridate.audit.reputation import reputation_table, simultaneous_level, with_class_mix
 
     if history_counts is not None and len(history_counts):
         merged = pd.concat([history_counts, counts], ignore_index=True)
@@ -790,10 +780,7 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
         from mithridate.audit.reputation import REPUTATION_COLUMNS
 
         return pd.DataFrame(columns=list(REPUTATION_COLUMNS))
-    if factors is not None and len(factors):
-        # this version's class mix stands for each contributor's (1 for one absent from it)
-        f = dict(zip(factors["contributor"].astype(str), factors["factor"].astype(float)))
-        counts = counts.assign(factor=[f.get(str(c), 1.0) for c in counts["contributor"]])
+    counts = with_class_mix(counts, factors)  # this version's class mix stands for each contributor's
     n_tested = 1
     if simultaneous:
         names = counts["contributor"].astype(str)
@@ -1000,7 +987,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 rng: np.random.Generator, progress: bool, steps: _Steps, *, diff: Any,
                 history: Optional[pd.DataFrame], history_counts: Optional[pd.DataFrame],
                 prev_version: Optional[int], version: Optional[int], reused: bool) -> AuditResult:
-    from mithridate.audit.reputation import contributor_counts
+    from mithridate.audit.reputation import class_mix_factors, contributor_counts
     from mithridate.defenses.detect.ensemble import Ensemble
 
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -1054,7 +1041,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
         rep = _reputation(counts, history_counts, pol.credible_level,
                           tested={str(c) for c in contributors if c is not None},
                           min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals,
-                          factors=_class_mix(contributors, labels, flags))
+                          factors=class_mix_factors(contributors, labels, flags))
         present = _group_shares(contributors, flags, "contributor")
         by_name = {r["contributor"]: r for r in present}
         trends = _trends(history, version)

@@ -189,6 +189,15 @@ def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequenc
     return pd.DataFrame({"contributor": expected.index.astype(object).tolist(), "factor": factor.tolist()})
 
 
+def with_class_mix(counts: pd.DataFrame, factors: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """``counts`` with each contributor's class-mix ``factor`` from ``factors`` (1 for a contributor
+    they do not cover; ``counts`` unchanged when ``factors`` is None or empty)."""
+    if factors is None or not len(factors):
+        return counts
+    f = dict(zip(factors["contributor"].astype(str), factors["factor"].astype(float)))
+    return counts.assign(factor=[f.get(str(c), 1.0) for c in counts["contributor"]])
+
+
 def contributor_counts(contributors: Sequence, flagged: Sequence) -> pd.DataFrame:
     """Aggregate per-sample flags into a ``contributor, n, flagged`` table.
 
