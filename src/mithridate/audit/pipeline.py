@@ -387,7 +387,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
         if text_col is not None and (explicit_text or not features):  # a table of texts: featurised like JSON Lines
             if features:
                 warnings.warn(f"{p}: the texts of column {text_col!r} are audited; the other columns are not "
-                              f"used ({_some(features)})", UserWarning, stacklevel=3)
+                              f"used ({L._some_names(features)})", UserWarning, stacklevel=3)
             return _text_table(df, p, label=label, text_col=text_col, id_col=id_col, contributor=contributor,
                                source=source)
         if not features:
@@ -395,7 +395,7 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
                             "first (or name a text column with text= / --text to audit texts)")
         if text_col is not None:  # found by its name beside numeric columns: say which one the audit reads
             warnings.warn(f"{p}: column {text_col!r} holds text and is shown in the report, but the audit reads the "
-                          f"numeric columns ({_some(features)}); pass text={text_col!r} (--text {text_col}) to "
+                          f"numeric columns ({L._some_names(features)}); pass text={text_col!r} (--text {text_col}) to "
                           "audit the texts instead", UserWarning, stacklevel=3)
         if skipped:
             L.warn_skipped_columns(df, skipped, p, stacklevel=3)
@@ -413,11 +413,6 @@ def _load_table_full(p: Path, *, label: Optional[str], features: Optional[Sequen
     opts = {"label": label, "features": list(features), "id_col": id_col, "contributor": contributor,
             "source": source, "text_col": text_col}
     return AuditInput(dataset=ds, kind="table", path=p, format=L._table_kind(p), rows=np.arange(len(ds)), options=opts)
-
-
-def _some(names: Sequence, k: int = 5) -> str:
-    """The first ``k`` names, quoted, with ', ...' when there are more."""
-    return ", ".join(repr(c) for c in list(names)[:k]) + (", ..." if len(names) > k else "")
 
 
 def _featurize_texts(texts: list, p: Path, where: Sequence[str]) -> np.ndarray:

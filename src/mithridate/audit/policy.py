@@ -138,9 +138,9 @@ def _checked_parameters(params: Any, detectors: Union[str, tuple]) -> Optional[d
         raise ConfigError(f"policy: detector_parameters must map detector names to their parameters ({example}), "
                           f"got {params!r}")
     from mithridate import registry
-    from mithridate.defenses.detect.ensemble import DEFAULT_MEMBERS, LEARNT_MEMBERS
+    from mithridate.defenses.detect.ensemble import named_members
 
-    members = set(DEFAULT_MEMBERS) | set(LEARNT_MEMBERS) if detectors == "auto" else {d.lower() for d in detectors}
+    members = named_members(detectors)
     out: dict = {}
     for name, body in params.items():
         if not isinstance(name, str) or not isinstance(body, Mapping) or not all(isinstance(k, str) for k in body):

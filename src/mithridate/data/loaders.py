@@ -1388,15 +1388,16 @@ def warn_skipped_columns(df: pd.DataFrame, skipped: list, p: Path, stacklevel: i
                       "clean those cells (currency signs, thousands separators, 'n/a') to use them", UserWarning,
                       stacklevel=stacklevel + 1)
     if rest:
-        text = ", ".join(shown(c) for c in rest[:5]) + (f" and {len(rest) - 5} more ({_some_names(rest[5:])})"
+        text = ", ".join(shown(c) for c in rest[:5]) + (f" and {len(rest) - 5} more ({_some_names(rest[5:], 10)})"
                                                          if len(rest) > 5 else "")
         warnings.warn(f"{p}: non-numeric columns are not used as features: {text}; name the feature columns "
                       "(features=[...], or --features on the command line) to silence this", UserWarning,
                       stacklevel=stacklevel + 1)
 
 
-def _some_names(names: Sequence, k: int = 10) -> str:
-    return ", ".join(repr(str(c)) for c in list(names)[:k]) + (", ..." if len(names) > k else "")
+def _some_names(names: Sequence, k: int = 5) -> str:
+    """The first ``k`` names, quoted, with ', ...' when there are more."""
+    return ", ".join(repr(c) for c in list(names)[:k]) + (", ..." if len(names) > k else "")
 
 
 def _warn_spaced_labels(y: np.ndarray, label: str, p: Path, stacklevel: int = 4) -> None:
@@ -1458,13 +1459,13 @@ def _warn_rare_labels(counts: pd.Series, label: str, p: Path, stacklevel: int) -
     # a few rows spelt almost like a large class ('Sneakr' beside 'Sneaker'): a typo, whatever its count
     import difflib
 
-    big = [str(v) for v, n in counts.items() if n >= 0.5 * float(counts.median())]
+    big = {str(v).casefold(): str(v) for v, n in counts.items() if n >= 0.5 * float(counts.median())}
     near = []
     for v, n in counts.sort_values().items():
         if n > 2 and n < 0.1 * float(counts.median()):
-            match = difflib.get_close_matches(str(v).casefold(), [b.casefold() for b in big], n=1, cutoff=0.8)
+            match = difflib.get_close_matches(str(v).casefold(), list(big), n=1, cutoff=0.8)
             if match:
-                near.append(f"{v!r} ({int(n)}) beside {big[[b.casefold() for b in big].index(match[0])]!r}")
+                near.append(f"{v!r} ({int(n)}) beside {big[match[0]]!r}")
     if near:
         warnings.warn(f"{p}: label values in column {label!r} spelt almost like a large class: {', '.join(near[:5])}"
                       f"{' ...' if len(near) > 5 else ''}; a typo? They are kept as classes of their own",
@@ -1492,8 +1493,8 @@ _ID_NAME = re.compile(r"^(?i:id|uid|uuid|guid|key|row_?id|record_?id)$|(?i:[_\s.
 
 
 def _looks_like_id(df: pd.DataFrame, col: Any) -> bool:
-    """An identifier kept beside the data (``application_id``, ``uuid``): named like one, integer
-    (or text) and a different value on every row. Used as a feature it would make every sample
+    """An identifier kept beside the data (``application_id``, ``uuid``): named like one,
+    integer-valued and a different value on every row (a text id is never a feature anyway). Used as a feature it would make every sample
     look unique (and order them by when they were entered)."""
     if not _ID_NAME.search(str(col)):
         return False

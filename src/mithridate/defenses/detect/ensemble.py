@@ -145,6 +145,14 @@ def capped_upper_z(scores: np.ndarray, ratio: float = CONTAMINATION_RATIO) -> np
     return (s - med) / scale
 
 
+def named_members(detectors: Union[str, Sequence[Union[str, Detector]]]) -> set:
+    """The members of an ensemble with these ``detectors`` that ``member_params`` can set: those
+    given by name (lower-cased); for ``"auto"``, its members on either kind of features."""
+    if isinstance(detectors, str):
+        return set(DEFAULT_MEMBERS) | set(LEARNT_MEMBERS)
+    return {d.lower() for d in detectors if isinstance(d, str)}
+
+
 class Ensemble(Detector):
     """Run several detectors on one representation and sum their calibrated scores.
 
@@ -258,9 +266,7 @@ class Ensemble(Detector):
                               f"e.g. {{'robust-distance': {{'min_variance_ratio': 0.01}}}}; got {params!r}")
         params = {k.strip().lower(): dict(v) for k, v in params.items()}
         names = self.member_names(learnt)
-        by_name = {d.lower() for d in names if isinstance(d, str)}
-        if isinstance(self.detectors, str):  # "auto": its members on either kind of features may be set
-            by_name |= set(DEFAULT_MEMBERS) | set(LEARNT_MEMBERS)
+        by_name = named_members(self.detectors)
         unknown = sorted(set(params) - by_name)
         if unknown:
             raise ConfigError(f"parameters given for {', '.join(unknown)}, which "
