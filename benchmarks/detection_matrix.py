@@ -8,7 +8,11 @@ Columns (cases), each run for every seed (seed = data split seed = attack seed =
 * random label flips 10% / 20% on breast_cancer, wine and digits;
 * adversarial label flips 10% / 20% (``AdversarialFlip``, greedy, linear-SVM surrogate) on the
   binary sets breast_cancer and digits 1-vs-7. Adversarial flips are **binary-only**: the attack
-  refuses sets with more than two classes, so wine and 10-class digits have no such column.
+  refuses sets with more than two classes, so wine and 10-class digits have no such column;
+* class-targeted label flips (``TargetedFlip``: samples of one source class relabelled as one
+  target class; the rate is of the whole training set): 5% / 10% on breast_cancer (malignant ->
+  benign, the flip that hides cancers), wine (class 0 -> class 1) and digits 1-vs-7 (1 -> 7), and
+  5% on 10-class digits (1 -> 7: half of class 1; 10% would need more 1s than the split holds).
 
 Representation per case: for a backdoor case ``default_classifier`` (the small CNN) is trained on
 the poisoned training set and its penultimate activations are computed once
@@ -109,7 +113,12 @@ COMPARATORS = {
     "art-activation-paper": "ART ActivationDefence (FastICA as in the paper; flags: the relative-size rule on ART's clusters)",
     "cleanlab": "cleanlab find_label_issues on our out-of-fold pred_probs_",
 }
-FAMILY_TITLE = {"badnets": "BadNets", "blend": "Blend", "random-flip": "random flip", "adversarial-flip": "adv. flip"}
+FAMILY_TITLE = {"badnets": "BadNets", "blend": "Blend", "random-flip": "random flip", "adversarial-flip": "adv. flip",
+                "targeted-flip": "targeted flip"}
+#: Class-targeted flips: (source, target) labels per dataset (the attack's goal, not chosen by result:
+#: breast_cancer malignant (0) -> benign (1) hides cancers) and the rates the source class allows.
+TARGETED = {"breast_cancer": ((0, 1), (0.05, 0.10)), "wine": ((0, 1), (0.05, 0.10)),
+            "digits-1-7": ((1, 7), (0.05, 0.10)), "digits": ((1, 7), (0.05,))}
 
 
 # ----------------------------------------------------------------------------------------
@@ -118,7 +127,7 @@ FAMILY_TITLE = {"badnets": "BadNets", "blend": "Blend", "random-flip": "random f
 @dataclass(frozen=True)
 class Case:
     dataset: str
-    attack: str  # badnets | blend | random-flip | adversarial-flip
+    attack: str  # badnets | blend | random-flip | adversarial-flip | targeted-flip
     rate: float
 
     @property
@@ -142,6 +151,8 @@ def cases_for(dataset: str) -> list[Case]:
         out += [Case(dataset, "random-flip", r) for r in (0.10, 0.20)]
     if dataset in ("breast_cancer", "digits-1-7"):
         out += [Case(dataset, "adversarial-flip", r) for r in (0.10, 0.20)]
+    if dataset in TARGETED:
+        out += [Case(dataset, "targeted-flip", r) for r in TARGETED[dataset][1]]
     return out
 
 
@@ -162,7 +173,7 @@ def load_splits(dataset: str, seed: int, fmnist_limit: Optional[int]):
 
 def make_attack(case: Case):
     from mithridate.attacks.backdoor import BadNets, Blend
-    from mithridate.attacks.label_flip import AdversarialFlip, RandomFlip
+    from mithridate.attacks.label_flip import AdversarialFlip, RandomFlip, TargetedFlip
 
     if case.attack == "badnets":
         return BadNets(target=TARGET, poison_rate=case.rate, size=PATCH_SIZE[case.dataset])
@@ -170,6 +181,9 @@ def make_attack(case: Case):
         return Blend(target=TARGET, poison_rate=case.rate)
     if case.attack == "random-flip":
         return RandomFlip(poison_rate=case.rate)
+    if case.attack == "targeted-flip":
+        (source, target), _ = TARGETED[case.dataset]
+        return TargetedFlip(source=source, target=target, poison_rate=case.rate)
     return AdversarialFlip(poison_rate=case.rate)
 
 
@@ -441,7 +455,7 @@ def ordered_cases(rows: list[dict]) -> list[tuple[str, str, str]]:
     for r in rows:
         seen.setdefault(r["case"], (r["case_label"], r["family"], r["dataset"], r["attack"], r["rate"]))
     ds_order = {d: i for i, d in enumerate(ALL_DATASETS)}
-    at_order = {"badnets": 0, "blend": 1, "random-flip": 2, "adversarial-flip": 3}
+    at_order = {"badnets": 0, "blend": 1, "random-flip": 2, "adversarial-flip": 3, "targeted-flip": 4}
 
     def key(item):
         _, (label, fam, ds, at, rate) = item
@@ -632,7 +646,9 @@ def render_md(payload: dict) -> str:
           "classes); `error`: it crashed (see Errors); `—`: not run. Backdoor columns: every detector that reads a "
           "model layer scores the penultimate activations of `default_classifier` trained on the poisoned set "
           "(one feature pass per case, shared); label-flip columns: raw features. Adversarial flips are "
-          "binary-only (breast_cancer, digits 1-vs-7). Detectors marked * were in `src/` but not in the registry when "
+          "binary-only (breast_cancer, digits 1-vs-7). Targeted flips relabel one source class as one target class "
+          "(breast_cancer malignant -> benign, wine 0 -> 1, digits and digits 1-vs-7 1 -> 7; the rate is of the whole "
+          "training set). Detectors marked * were in `src/` but not in the registry when "
           "they ran."]
     if any(r["dataset"] == "fashion-mnist" for r in rows):
         lim = {r["n_train"] for r in rows if r["dataset"] == "fashion-mnist"}
