@@ -1098,3 +1098,33 @@ def test_empty_feature_column_and_non_utf8_file_say_what_to_do(tmp_path):
     (tmp_path / "l1.csv").write_bytes("name,x,y\nJürgen,1,a\nZoë,2,b\nAna,3,a\nBo,4,b\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"not UTF-8 text .*iconv"):
         load_table(tmp_path / "l1.csv", label="y", features=["x"])
+
+
+def test_short_csv_record_is_named_by_line(tmp_path):
+    rows = ["id,a,b,who,label"] + [f"{i},{i * 0.5},{i % 3},v{i % 2},{'x' if i % 2 else 'y'}" for i in range(30)]
+    rows[8] = "7,3.5,1,v1"                       # data row 7 (line 9): the label's separator dropped
+    p = tmp_path / "short.csv"
+    p.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 9 \(data row 7\) has 4 fields where the header has 5.*'label'"):
+        load_table(p, label="label", id_col="id", contributor="who")
+    # a short record that ends before a feature column: named the same way
+    rows2 = ["a,b,label,c"] + [f"{i},{i % 3},{'x' if i % 2 else 'y'},{i}" for i in range(30)]
+    rows2[3] = "2,2,y"
+    p2 = tmp_path / "short_feature.csv"
+    p2.write_text("\n".join(rows2) + "\n")
+    with pytest.raises(DataError, match=r"line 4 \(data row 2\) has 3 fields where the header has 4.*'c'"):
+        load_table(p2, label="label")
+    # a complete record whose label field is empty keeps the missing-value message
+    rows[8] = "7,3.5,1,v1,"
+    p.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="labels contain missing values"):
+        load_table(p, label="label", id_col="id", contributor="who")
+    # a quoted line break is one field, not a short record; lines are counted from the file
+    rows[8] = '7,3.5,1,"v\n1",'
+    p.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="labels contain missing values"):
+        load_table(p, label="label", id_col="id", contributor="who")
+    rows[10] = "9,4.5"                           # line 12 now: the quoted break above adds one
+    p.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"line 12 \(data row 9\) has 2 fields"):
+        load_table(p, label="label", id_col="id", contributor="who")

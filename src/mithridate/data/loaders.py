@@ -1236,6 +1236,65 @@ def _read_table(path: PathLike, progress: bool = False, text_columns: Sequence[O
     return df, p
 
 
+def _short_records(p: Path, rows: Sequence[int], limit: int = 3) -> list[tuple[int, int, int]]:
+    """Which of the data ``rows`` (0 = first row after the header) of a CSV/TSV file have fewer
+    fields than its header: ``(row, line, n_fields)`` for up to ``limit`` of them, ``line`` being
+    the file line the record starts on. Empty for Parquet, for rows that are complete (their
+    missing values were written as empty fields) and when the file cannot be re-read. pandas fills
+    a short record's last columns with missing values without a word, so a dropped delimiter or an
+    unquoted line break shows up as "missing values" in whatever column comes last; this names the
+    line instead. Reads the file again, so it is only called once a missing value was found."""
+    import csv
+
+    try:
+        kind = _table_kind(p)
+    except DataError:
+        return []
+    if kind == "parquet":
+        return []
+    wanted = {int(r) for r in rows}
+    if not wanted:
+        return []
+    sep = _csv_separator(p, kind)
+    out: list[tuple[int, int, int]] = []
+    try:
+        with (gzip.open(p, "rt", encoding="utf-8-sig", newline="") if p.name.lower().endswith(".gz")
+              else open(p, encoding="utf-8-sig", newline="")) as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            header = next(reader, None)
+            if not header:
+                return []
+            row, last = -1, max(wanted)
+            start = reader.line_num + 1
+            for rec in reader:
+                if rec:  # pandas skips blank lines: they are not data rows
+                    row += 1
+                    if row in wanted and len(rec) < len(header):
+                        out.append((row, start, len(rec)))
+                        if len(out) >= limit:
+                            break
+                    if row >= last:
+                        break
+                start = reader.line_num + 1
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error):
+        return []
+    return out
+
+
+def _short_record_error(p: Path, column: str, rows: Sequence[int], n_header: int) -> Optional[DataError]:
+    """A DataError naming the short records among ``rows`` whose ``column`` is missing, or None."""
+    short = _short_records(p, rows)
+    if not short:
+        return None
+    row, line, k = short[0]
+    more = f" (also line{'s' if len(short) > 2 else ''} {', '.join(str(s[1]) for s in short[1:])})" if len(short) > 1 else ""
+    return DataError(
+        f"{p}: line {line} (data row {row}) has {k} field{'s' if k != 1 else ''} where the header has {n_header}"
+        f"{more}, so its last columns, {column!r} among them, read as missing; look for a dropped separator or a "
+        "line break inside a value that is not quoted"
+    )
+
+
 def _need_column(df: pd.DataFrame, col: str, role: str, p: Path) -> None:
     if col not in df.columns:
         raise DataError(
@@ -1295,6 +1354,9 @@ def _table_dataset(
     if na.any():
         rows, cols = np.nonzero(na)
         bad_cols = [features[c] for c in np.unique(cols)]
+        short = _short_record_error(p, bad_cols[0], np.unique(rows)[:1000].tolist(), df.shape[1])
+        if short is not None:
+            raise short
         empty = [c for c in bad_cols if Xdf[c].isna().all()]
         if empty:
             raise DataError(f"feature column {empty[0]!r} in {p} is empty (every value missing; columns {empty}); "
@@ -1331,6 +1393,11 @@ def _table_dataset(
             )
         y = yv
     else:
+        if df[label].isna().any():
+            short = _short_record_error(p, label, np.flatnonzero(df[label].isna().to_numpy())[:1000].tolist(),
+                                        df.shape[1])
+            if short is not None:
+                raise short
         y = _column_values(df[label])
         _warn_spaced_labels(y, label, p)
     if id_col is None:
