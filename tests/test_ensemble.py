@@ -316,3 +316,27 @@ def test_split_and_distance_agreeing_on_a_typical_label_flag_without_the_score_r
     assert flags.sum() == 30
     # without a subpopulation member the rule does not exist
     assert not Ensemble([_Fixed("rd", zero, far), _FixedLabels("l", lab)]).fit(_toy(n)).flag().any()
+
+
+def test_members_with_a_raw_table_default_see_the_table_as_such():
+    # one column in the hundred thousands, the others near 1: centred cosine similarity is decided
+    # by the large column alone and groups most rows as near-duplicates; the duplicates detector
+    # standardises a table's raw columns by default, and must do so inside the ensemble too (the
+    # audit passes the columns as features=; a user's audit flagged 29,892 of 30,240 rows so)
+    from mithridate.defenses.detect.duplicates import DuplicateDetector
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(1e5, 10.0, 600), rng.normal(0, 1, (600, 5))]).astype(np.float32)
+    ds = Dataset.from_arrays(X, rng.integers(0, 2, 600))
+    alone = DuplicateDetector().fit(ds)
+    assert alone.scaling_ == "standardize"
+    for kw in ({}, {"features": X, "learnt": False}):
+        ens = Ensemble(["knn", "duplicates"]).fit(ds, **kw)
+        member = ens.members_["duplicates"]
+        assert member.scaling_ == "standardize"
+        np.testing.assert_array_equal(member.scores_, alone.scores_)
+        assert member.flag().sum() <= 0.05 * len(ds)
+    # other features (a network's, or columns changed by the caller) keep the centred default
+    ens = Ensemble(["knn", "duplicates"]).fit(ds, features=X * 2, learnt=False)
+    assert ens.members_["duplicates"].scaling_ == "center"
+    assert ens.members_["duplicates"].flag().sum() > 0.5 * len(ds)   # what the audit did before

@@ -297,7 +297,10 @@ class Ensemble(Detector):
         ``learnt``: whether the features are a network's learnt representation (it decides the
         ``"auto"`` members); default: True when ``model`` is given. Members that read a model's
         predictions (STRIP) get ``model``; the others read ``features`` (or ``model``'s layer). Pass it when you give
-        ``features=`` computed by a network yourself. ``on_member(name, i, n)``, when given, is
+        ``features=`` computed by a network yourself. With no model and ``learnt`` False, features
+        equal to the dataset's own columns (or none) are a raw table: members are then fitted on
+        the dataset itself, so those with a raw-table default (duplicates, isolation forest, LOF:
+        standardised columns) apply it as they do alone. ``on_member(name, i, n)``, when given, is
         called before member ``i`` (0-based) of ``n`` starts -- for a progress display.
         """
         if not isinstance(dataset, Dataset):
@@ -309,7 +312,14 @@ class Ensemble(Detector):
         model = as_model(model)  # a plain torch.nn.Module: read through forward hooks
         self.learnt_ = bool(model is not None) if learnt is None else bool(learnt)
         members = self._members(self.learnt_)
+        given = features
         features = self.checked_features(dataset, model, features)
+        # the dataset's own columns (a table's raw features): members with a raw-table default
+        # (duplicates and the outlier detectors standardise table columns, centre other inputs) must
+        # see them as such, so they get the dataset, not a features array
+        raw_table = model is None and not self.learnt_ and (
+            given is None or (np.shape(given)[0] == len(dataset)
+                              and np.array_equal(features, np.asarray(dataset.X, dtype=np.float32).reshape(len(dataset), -1))))
         raw, fitted, skipped, seconds = {}, {}, {}, {}
         for i, (name, det) in enumerate(members):
             if on_member is not None:
@@ -321,6 +331,8 @@ class Ensemble(Detector):
                         skipped[name] = "reads a trained model's predictions; no model was given"
                         continue
                     det.fit(dataset, model=model)
+                elif raw_table:
+                    det.fit(dataset)
                 else:
                     det.fit(dataset, features=features)
             except MithridateError as exc:
