@@ -912,3 +912,23 @@ def test_manifest_paths_match_files_in_the_other_unicode_form(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     inp = load_for_audit(tmp_path / "m.csv", label="label", image_col="file")
     assert len(inp.dataset) == 24
+
+
+def test_read_only_ledger_is_refused_before_the_audit_runs(tmp_path, monkeypatch):
+    from mithridate.audit import pipeline as pl
+    from mithridate.audit.migrations import LedgerError
+
+    db = tmp_path / "ledger.sqlite"
+    v1 = breast_cancer(n=200)
+    with Ledger(f"sqlite:///{db}") as ledger:
+        run_audit(v1, name="bc", ledger=ledger, progress=False)
+    before = db.read_bytes()
+    ran = []
+    monkeypatch.setattr(pl, "_audit_core", lambda *a, **k: ran.append(1))  # the detectors must not start
+    with Ledger(f"sqlite:///file:{db}?mode=ro&uri=true") as ro:
+        with pytest.raises(LedgerError, match="cannot write to ledger.*readonly"):
+            run_audit(breast_cancer(n=220), name="bc", ledger=ro, progress=False, out_dir=tmp_path / "out")
+    assert not ran and not (tmp_path / "out").exists() and db.read_bytes() == before
+    with Ledger(f"sqlite:///{db}") as ledger:   # a writable ledger passes the probe and is unchanged by it
+        ledger.check_writable()
+    assert db.read_bytes() == before

@@ -499,6 +499,23 @@ class Ledger:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
                 yield conn
 
+    def check_writable(self) -> None:
+        """Raise :class:`LedgerError` now if an audit could not be recorded: a write transaction
+        rewrites one row of the schema table with its own values and is rolled back (nothing
+        changes). A read-only file, mount or database user is found before the audit's work, not
+        after it."""
+        from mithridate.audit.migrations import _schema_table
+
+        table = _schema_table()
+        with self._errors("cannot write to ledger"), self._engine.connect() as conn:
+            conn.execution_options(mithridate_write=True)
+            trans = conn.begin()
+            try:
+                conn.execute(sa.update(table).where(table.c.version == SCHEMA_VERSION)
+                             .values(version=table.c.version))
+            finally:
+                trans.rollback()
+
     def _open(self) -> int:
         with self._errors("cannot open ledger"):
             with self._read("cannot open ledger") as conn:

@@ -913,6 +913,8 @@ def run_audit(
         raise ConfigError(f"out_dir {out_path} exists and is not a folder; name a folder for the outputs")
     if out_path is not None:  # before the audit's work, not after it
         _check_out_parents(out_path)
+    if ledger is not None:  # a read-only ledger is found now, not after the detectors ran
+        ledger.check_writable()
     rng = check_random_state(random_state)
     n_steps = 5 + int(pol.roni) + int(out_path is not None)
     with _Steps(progress, n_steps) as steps:
