@@ -932,3 +932,29 @@ def test_read_only_ledger_is_refused_before_the_audit_runs(tmp_path, monkeypatch
     with Ledger(f"sqlite:///{db}") as ledger:   # a writable ledger passes the probe and is unchanged by it
         ledger.check_writable()
     assert db.read_bytes() == before
+
+
+def test_reordered_columns_are_read_in_the_ledgers_order_and_renamed_ones_are_named(tmp_path):
+    p = tmp_path / "v.csv"
+    df = _write_csv(p, breast_cancer(n=200), extra=False)
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+    def audit(frame, ledger):
+        frame.to_csv(p, index=False)
+        inp = load_for_audit(p, label="diagnosis", id_col="sample", contributor="user")
+        return run_audit(inp.dataset, name="v", ledger=ledger, progress=False,
+                         feature_names=inp.options["features"])
+
+    with Ledger(url) as ledger:
+        first = audit(df, ledger)
+        swapped = df[["sample", "f1", "f0"] + [f"f{j}" for j in range(2, 30)] + ["diagnosis", "user"]]
+        with pytest.warns(UserWarning, match="another order than in version 1"):
+            again = audit(swapped, ledger)
+        assert again.version == first.version and again.summary["ledger"]["reused_version"]
+        assert again.summary["feature_names"] == first.summary["feature_names"]
+        renamed = df.rename(columns={"f3": "f3_new"})
+        with pytest.warns(UserWarning, match=r"differ from version 1.*gone: 'f3'; new: 'f3_new'.*renamed column"):
+            audit(renamed, ledger)
+        dropped = renamed.drop(columns=["f5"])   # compared with the last audit (the renamed columns)
+        with pytest.warns(UserWarning, match=r"gone: 'f5'.*every row as modified"):
+            audit(dropped, ledger)

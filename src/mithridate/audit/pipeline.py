@@ -68,7 +68,7 @@ import pandas as pd
 
 from mithridate.audit.policy import Policy, PolicyResult
 from mithridate.data.dataset import Dataset
-from mithridate.errors import ConfigError, DataError
+from mithridate.errors import ConfigError, DataError, MithridateError
 from mithridate.utils import RandomState, check_random_state, json_safe, seed_from
 
 __all__ = ["AuditResult", "AuditInput", "Policy", "PolicyResult", "run_audit", "load_for_audit", "audit_samples",
@@ -915,6 +915,7 @@ def run_audit(
         _check_out_parents(out_path)
     if ledger is not None:  # a read-only ledger is found now, not after the detectors ran
         ledger.check_writable()
+        dataset, feature_names = _align_columns(ledger, name, dataset, feature_names)
     rng = check_random_state(random_state)
     n_steps = 5 + int(pol.roni) + int(out_path is not None)
     with _Steps(progress, n_steps) as steps:
@@ -969,6 +970,53 @@ def run_audit(
                 raise
             result.outputs = _publish(staged, out_path)
     return result
+
+
+def _align_columns(ledger: Any, name: str, ds: Dataset, names: Optional[Sequence[str]]
+                   ) -> tuple[Dataset, Optional[Sequence[str]]]:
+    """A table's feature columns in the order of the dataset's last audit, when the same columns
+    come in another order; a warning when the columns differ.
+
+    A sample's content hash covers its feature values in column order, so the same rows with two
+    columns swapped would all count as modified (and as new samples of their contributors); the
+    last audit's ``feature_names`` (summary) say which order the ledger's hashes used."""
+    if names is None or ds.is_image or "text" in ds.meta.columns:
+        return ds, names
+    names = [str(n) for n in names]
+    if len(names) != ds.n_features or len(set(names)) != len(names):
+        return ds, names
+    try:
+        if name not in set(ledger.datasets()["name"].astype(str)):
+            return ds, names
+        audits = ledger.audits(name)
+    except MithridateError:
+        return ds, names
+    prev = None
+    for summary in reversed(audits["summary"].tolist()):
+        if isinstance(summary, dict) and isinstance(summary.get("feature_names"), list):
+            prev = [str(n) for n in summary["feature_names"]]
+            break
+    if prev is None or prev == names:
+        return ds, names
+    version = int(audits["version"].iloc[-1])
+    if sorted(prev) == sorted(names):
+        order = [names.index(n) for n in prev]
+        warnings.warn(f"the feature columns come in another order than in version {version} of {name!r}; read in "
+                      "that version's order, so that unchanged rows keep their content hashes", UserWarning,
+                      stacklevel=3)
+        return ds.replace(X=np.ascontiguousarray(np.asarray(ds.X)[:, order])), prev
+    gone = [n for n in prev if n not in names]
+    new = [n for n in names if n not in prev]
+    what = "; ".join(part for part in (
+        f"gone: {', '.join(repr(n) for n in gone[:5])}{' ...' if len(gone) > 5 else ''}" if gone else "",
+        f"new: {', '.join(repr(n) for n in new[:5])}{' ...' if len(new) > 5 else ''}" if new else "") if part)
+    same_count = len(prev) == len(names)
+    warnings.warn(
+        f"the feature columns differ from version {version} of {name!r} ({what}). "
+        + ("A renamed column with the same values keeps every content hash (the diff cannot see it); "
+           if same_count else "Every row's content hash changes, so the diff counts every row as modified; ")
+        + "name the columns with --features to audit the same ones as before", UserWarning, stacklevel=3)
+    return ds, names
 
 
 def _name_features(result: "AuditResult", ds: Dataset, names: Optional[Sequence[str]]) -> None:
