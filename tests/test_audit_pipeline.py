@@ -958,3 +958,45 @@ def test_reordered_columns_are_read_in_the_ledgers_order_and_renamed_ones_are_na
         dropped = renamed.drop(columns=["f5"])   # compared with the last audit (the renamed columns)
         with pytest.warns(UserWarning, match=r"gone: 'f5'.*every row as modified"):
             audit(dropped, ledger)
+
+
+def test_a_contributor_turning_bad_is_judged_on_this_versions_new_samples(tmp_path):
+    # 10,000 clean rows from five contributors, then 500 new ones of which c1's first 20 are
+    # flipped: c1's whole history dilutes them, its new batch does not
+    rng = np.random.default_rng(0)
+
+    def rows(n, start):
+        y = rng.integers(0, 2, n)
+        X = (rng.normal(0, 1, (n, 6)) + y[:, None] * 2.0).astype(np.float32)
+        return X, y, [f"r{start + i}" for i in range(n)], np.array([f"c{i % 5}" for i in range(n)], dtype=object)
+
+    X1, y1, id1, who1 = rows(10000, 0)
+    X2, y2, id2, who2 = rows(500, 10000)
+    clean_v2 = y2.copy()
+    y2 = y2.copy()
+    flip = np.flatnonzero(who2 == "c1")[:20]
+    y2[flip] = 1 - y2[flip]
+
+    def version(y_new):
+        return Dataset.from_arrays(np.vstack([X1, X2]), np.concatenate([y1, y_new]), ids=id1 + id2,
+                                   meta=pd.DataFrame({"contributor": np.concatenate([who1, who2])}), name="t")
+
+    v1 = Dataset.from_arrays(X1, y1, ids=id1, meta=pd.DataFrame({"contributor": who1}), name="t")
+    with Ledger(f"sqlite:///{tmp_path / 'a.sqlite'}") as ledger:
+        r1 = run_audit(v1, name="t", ledger=ledger, progress=False)
+        r2 = run_audit(version(y2), name="t", ledger=ledger, progress=False)
+    assert r1.verdict == "pass" and r1.summary["batch_reputation"] is None   # first audit: no batch
+    batch = r2.summary["batch_reputation"]
+    assert batch["n_samples"] == 500 and batch["credible_level"] == pytest.approx(0.995)
+    above = {c["contributor"] for c in batch["contributors"] if c["above_population"]}
+    assert above == {"c1"}
+    assert not any(c["above_population"] for c in r2.summary["contributors"])       # history dilutes it
+    rep = {r.name: r for r in r2.policy_results}["reputation"]
+    assert not rep.passed and rep.subject == "c1"
+    assert "new or changed samples" in rep.message and "over their whole history they do not stand out" in rep.message
+    # the same second version without the flips passes, and says the batch was checked
+    with Ledger(f"sqlite:///{tmp_path / 'b.sqlite'}") as ledger:
+        run_audit(v1, name="t", ledger=ledger, progress=False)
+        ok = run_audit(version(clean_v2), name="t", ledger=ledger, progress=False)
+    rep_ok = {r.name: r for r in ok.policy_results}["reputation"]
+    assert rep_ok.passed and "nor in this version's new samples" in rep_ok.message

@@ -787,6 +787,43 @@ def _reputation(counts: pd.DataFrame, history_counts: Optional[pd.DataFrame], le
     return table
 
 
+def _batch_reputation(who: np.ndarray, labels: Sequence[str], flags: np.ndarray, judged: np.ndarray,
+                      pol: Policy) -> Optional[dict]:
+    """Reputation on the samples this version brought in alone (its *batch*: new, modified and
+    relabelled samples), when a ledger holds earlier versions.
+
+    The cumulative reputation weighs a contributor's whole history, so a vendor that turns bad
+    after months of clean uploads is diluted by them (a user's nightly gate: 15% of one vendor's
+    new rows of one class relabelled, flagged at 18% against ~10% for the other vendors' new rows,
+    and that vendor ranked last of 8 by its history). Here each contributor's batch is judged
+    against the batch's own population and class mix, with the same Beta-binomial intervals at
+    a level twice as strict as the cumulative check's (``1 - (1 - level) / 2``, simultaneous over
+    the batch's contributors as the policy says): the two checks together keep the chance of a
+    false alarm on clean data at about 1.5 times the one check's. None when there is no batch (a
+    re-audit, or no earlier version) or no contributor in it."""
+    from mithridate.audit.reputation import class_mix_factors, contributor_counts
+
+    if not judged.any() or judged.all():
+        return None
+    b_who = who[judged]
+    known = np.array([c is not None for c in b_who], dtype=bool)
+    if not known.any():
+        return None
+    counts = contributor_counts(b_who, flags[judged])
+    level = 1.0 - (1.0 - float(pol.credible_level)) / 2.0
+    b_labels = [lab for lab, j in zip(labels, judged) if j]
+    table = _reputation(counts, None, level, tested={str(c) for c in b_who[known]},
+                        min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals,
+                        factors=class_mix_factors(b_who, b_labels, flags[judged]))
+    rows = [{"contributor": str(r.contributor), "n": int(r.n), "flagged": int(r.flagged), "rate": float(r.rate),
+             "ci_lower": float(r.ci_lower), "ci_upper": float(r.ci_upper), "baseline_rate": float(r.baseline_rate),
+             "above_population": bool(r.above_population), "rank": int(r.rank)} for r in table.itertuples(index=False)]
+    return {"n_samples": int(judged.sum()), "n_flagged": int(flags[judged].sum()),
+            "population_rate": float(table["population_rate"].iloc[0]) if len(table) else None,
+            "credible_level": level, "credible_level_each": table.attrs.get("level_each", level),
+            "n_contributors_tested": table.attrs.get("n_tested"), "contributors": rows}
+
+
 def _trends(history: Optional[pd.DataFrame], version: Optional[int]) -> dict:
     """Contributor -> flag rates of the earlier audited versions (the last audit of each, oldest first).
 
@@ -1087,6 +1124,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                           tested={str(c) for c in contributors if c is not None},
                           min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals,
                           factors=class_mix_factors(contributors, labels, flags))
+        batch = _batch_reputation(who, labels, flags, judged, pol) if history_counts is not None else None
         present = _group_shares(contributors, flags, "contributor")
         by_name = {r["contributor"]: r for r in present}
         trends = _trends(history, version)
@@ -1167,6 +1205,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             "credible_level": pol.credible_level,
             "credible_level_each": rep.attrs.get("level_each", pol.credible_level),
             "n_contributors_tested": rep.attrs.get("n_tested"),
+            "batch_reputation": batch,
             "diff": diff_summary,
             "roni": None if roni_table is None else roni_table.to_dict(orient="records"),
             "top_flagged": [str(i) for i in top["id"].head(20).tolist()],

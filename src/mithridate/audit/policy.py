@@ -27,7 +27,9 @@ name                             fails when
 ``reputation``                   a contributor with >= ``reputation_min_samples`` judged samples and
                                  samples in this version has its whole credible interval (level
                                  ``credible_level``, simultaneous over those contributors unless
-                                 ``simultaneous: false``) above the population flag rate
+                                 ``simultaneous: false``) above the population flag rate (its
+                                 class mix's rate); with a ledger, also when one lies above in this
+                                 version's new and changed samples alone (level twice as strict)
 ``contributor_concentration``    the samples ranked most suspicious come from a few contributors:
                                  the within-class permutation p-value of their excess over chance
                                  <= ``max_concentration_p``
@@ -539,10 +541,36 @@ class Policy:
             names = ", ".join(f"{str(c['contributor'])!r} ({int(c.get('n_judged', c.get('n', 0)))})" for c in small[:5])
             small_txt = (f"; {len(small)} contributor(s) with fewer than {self.reputation_min_samples} judged samples "
                          f"also lie above it but are too small to fail the gate: {names}" + (" ..." if len(small) > 5 else ""))
+        batch = summary.get("batch_reputation")
+        batch_bad = []
+        if isinstance(batch, Mapping):
+            batch_bad = [c for c in batch.get("contributors") or []
+                         if bool(c.get("above_population")) and int(c.get("n", 0)) >= self.reputation_min_samples]
+            batch_bad.sort(key=lambda c: -(float(c.get("ci_lower") or 0) - float(c.get("baseline_rate") or 0)))
+        batch_txt = ""
+        if batch_bad:
+            b = batch_bad[0]
+            names = ", ".join(repr(str(c["contributor"])) for c in batch_bad[:5]) + (" ..." if len(batch_bad) > 5 else "")
+            blvl = level_text(float(batch.get("credible_level") or 0.995))
+            nb, each = batch.get("n_contributors_tested"), batch.get("credible_level_each")
+            if nb and int(nb) > 1 and each is not None:
+                blvl += f" simultaneous ({int(nb)} contributors, each at {level_text(float(each))})"
+            batch_txt = (f"in this version's {int(batch.get('n_samples') or 0)} new or changed samples, "
+                         f"{len(batch_bad)} contributor(s) flagged far more often than the others' new samples "
+                         f"({_pct(float(batch.get('population_rate') or 0))}) and than their class mix predicts: "
+                         f"{names}; worst {str(b['contributor'])!r} {int(b['flagged'])} of {int(b['n'])} flagged, "
+                         f"{blvl} interval [{_pct(float(b['ci_lower']))}, {_pct(float(b['ci_upper']))}] against "
+                         f"{_pct(float(b['baseline_rate']))} expected")
         if not bad:
+            if batch_bad:
+                b = batch_bad[0]
+                return PolicyResult("reputation", False, float(b["ci_lower"]), None,
+                                    batch_txt[0].upper() + batch_txt[1:] + " (over their whole history they do not "
+                                    f"stand out){small_txt}", subject=str(b["contributor"]))
             return PolicyResult("reputation", True, None, None,
                                 f"no contributor with at least {self.reputation_min_samples} judged samples has its "
-                                f"{lvl} credible interval above the population rate {pop_txt}{small_txt}")
+                                f"{lvl} credible interval above the population rate {pop_txt}{small_txt}"
+                                + ("; nor in this version's new samples" if isinstance(batch, Mapping) else ""))
         bad.sort(key=lambda c: -float(c.get("ci_lower") or 0))
         w = bad[0]
         names = ", ".join(repr(str(c["contributor"])) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
@@ -552,7 +580,8 @@ class Policy:
             "reputation", False, float(w["ci_lower"]), None,
             f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}) and than their class "
             f"mix predicts: {names}; worst {str(w['contributor'])!r} {lvl} interval "
-            f"[{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]{base_txt}{small_txt}",
+            f"[{_pct(float(w['ci_lower']))}, {_pct(float(w['ci_upper']))}]{base_txt}{small_txt}"
+            + (f"; also {batch_txt}" if batch_txt else ""),
             subject=str(w["contributor"]))
 
     def _concentration(self, conc: Any) -> PolicyResult:
