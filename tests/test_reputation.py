@@ -231,22 +231,70 @@ def test_simultaneous_level_counts_only_contributors_the_gate_tests():
 
 
 def test_class_mix_factors_by_hand():
-    # class x: 6 of 12 flagged, class y: 2 of 12; a sends 6 x + 2 y, b 2 x + 6 y, c 4 x + 4 y
+    # class x: 6 of 12 flagged, class y: 2 of 12; a sends 6 x (3 flagged) + 2 y (0), b 2 x (1) +
+    # 6 y (1), c 4 x (2) + 4 y (1)
     who = ["a"] * 8 + ["b"] * 8 + ["c"] * 8
     lab = ["x"] * 6 + ["y"] * 2 + ["x"] * 2 + ["y"] * 6 + ["x"] * 4 + ["y"] * 4
     flg = [1, 1, 1, 0, 0, 0, 0, 0] + [1, 0, 0, 0, 0, 0, 0, 1] + [1, 1, 0, 0, 0, 1, 0, 0]
-    f = class_mix_factors(who, lab, flg).set_index("contributor")["factor"]
     mu, rx, ry = 8 / 24, 6 / 12, 2 / 12
-    exp = {"a": (6 * rx + 2 * ry) / 8, "b": (2 * rx + 6 * ry) / 8, "c": (4 * rx + 4 * ry) / 8}
-    for k, v in exp.items():
-        assert f[k] == pytest.approx(v / mu)
-    # the contributor holding a class's only flags is judged at that class's rate, never at 0 (its
-    # own flags are part of the rate: with the rates of the others alone, 2 of 20 clean iris audits
-    # failed on one or two flags)
+    own = {"a": {"x": (3, 6), "y": (0, 2)}, "b": {"x": (1, 2), "y": (1, 6)}, "c": {"x": (2, 4), "y": (1, 4)}}
+    for s in (0.0, 10.0):
+        f = class_mix_factors(who, lab, flg, shrinkage=s).set_index("contributor")["factor"]
+        for k, cells in own.items():
+            # the other contributors' rate in each class, shrunk towards the class's overall rate
+            r = {c: (F - fi + s * rc) / (12 - ni + s) for c, (fi, ni), F, rc in
+                 ((c, cells[c], 6 if c == "x" else 2, rx if c == "x" else ry) for c in ("x", "y"))}
+            expected = sum(cells[c][1] * r[c] for c in ("x", "y")) / 8
+            assert f[k] == pytest.approx(expected / mu)
+    # a huge shrinkage gives back each class's overall rate (the contributor's own samples included)
+    big = class_mix_factors(who, lab, flg, shrinkage=1e9).set_index("contributor")["factor"]
+    assert big["a"] == pytest.approx((6 * rx + 2 * ry) / 8 / mu, rel=1e-6)
+    # the contributor holding a class's only flags is never judged at a rate of 0 (with the other
+    # contributors' rates alone, 2 of 20 clean iris audits failed on one or two flags)
     solo = class_mix_factors(["a", "a", "b", "b"], ["x", "y", "x", "y"], [1, 0, 0, 0]).set_index("contributor")
-    assert solo.loc["a", "factor"] == pytest.approx(1.0) and solo.loc["b", "factor"] == pytest.approx(1.0)
+    assert solo.loc["a", "factor"] == pytest.approx((5 / 11) / 2 / 0.25)   # x: (0 + 10 * 1/2) / (1 + 10)
+    assert solo.loc["b", "factor"] == pytest.approx((6 / 11) / 2 / 0.25)   # x: (1 + 10 * 1/2) / (1 + 10)
+    # alone in a class with no shrinkage: that class's own rate
+    alone = class_mix_factors(["a", "b"], ["x", "y"], [1, 0], shrinkage=0).set_index("contributor")
+    assert alone.loc["a", "factor"] == pytest.approx(1 / 0.5) and alone.loc["b", "factor"] == pytest.approx(0.0)
     with pytest.raises(DataError, match="lengths differ"):
         class_mix_factors(["a"], ["x", "y"], [1])
+    for bad in (-1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="shrinkage"):
+            class_mix_factors(["a"], ["x"], [1], shrinkage=bad)
+
+
+def test_poisons_with_one_label_do_not_raise_their_senders_baseline():
+    # ten contributors send classes 0..9 alike (12 samples each, ~5% flagged, no poison); c0 also
+    # sends 30 flipped samples, all labelled 7, of which 24 are flagged. Class 7's overall rate
+    # rises with c0's own poisons, so judged against it c0 is not above its baseline; judged
+    # against the other contributors' class-7 rate it is
+    from mithridate.audit.pipeline import _reputation
+
+    rng = np.random.default_rng(3)
+    who, lab, flg = [], [], []
+    for i in range(10):
+        for c in range(10):
+            for _ in range(12):
+                who.append(f"c{i}")
+                lab.append(c)
+                flg.append(rng.random() < 0.05)
+    for j in range(30):
+        who.append("c0")
+        lab.append(7)
+        flg.append(j < 24)
+    counts = contributor_counts(who, flg)
+
+    def judged(factors):
+        return _reputation(counts, None, 0.99, tested=set(counts["contributor"]), min_samples=10,
+                           simultaneous=True, factors=factors).set_index("contributor")
+
+    with_self = judged(class_mix_factors(who, lab, flg, shrinkage=1e12))  # = the class's overall rate
+    assert not with_self.loc["c0", "above_population"]
+    rep = judged(class_mix_factors(who, lab, flg))
+    assert rep.loc["c0", "above_population"] and rep.index[0] == "c0"
+    assert not rep.drop(index="c0")["above_population"].any()
+    assert rep.loc["c0", "baseline_rate"] < with_self.loc["c0", "baseline_rate"] - 0.03
 
 
 def test_a_contributor_sending_one_noisy_class_is_not_blamed_for_it():

@@ -156,23 +156,42 @@ def check_counts(counts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequence) -> pd.DataFrame:
+#: :func:`class_mix_factors`: pseudo-samples of the class's overall rate added to the other
+#: contributors' counts when a contributor's expected rate in a class is estimated.
+CLASS_MIX_SHRINKAGE = 10.0
+
+
+def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequence,
+                      shrinkage: float = CLASS_MIX_SHRINKAGE) -> pd.DataFrame:
     """Each contributor's flag rate expected from its class mix, relative to the pooled rate.
 
-    ``factor_i = (Σ_c n_ic · r_c / n_i) / μ``: ``r_c`` is class ``c``'s flag rate over all
-    contributors, ``μ`` the pooled rate — the expected count of a stratified (Mantel-Haenszel)
-    comparison, each class's rate estimated under the null hypothesis that every contributor
-    shares it. (Leaving the contributor out of its own class rates was tried: a contributor who
-    holds the only flags of a class then gets a baseline of 0 and fails on one or two flags —
-    2 of 20 clean iris audits.) Returns ``contributor, factor`` (1.0 when nothing is flagged).
+    ``factor_i = (Σ_c n_ic · r_ic / n_i) / μ`` with ``μ`` the pooled rate and ``r_ic`` class
+    ``c``'s flag rate among the *other* contributors, shrunk towards the class's overall rate
+    ``r_c = F_c / N_c`` by ``s = shrinkage`` pseudo-samples::
+
+        r_ic = (F_c - f_ic + s · r_c) / (N_c - n_ic + s)
+
+    (``F_c, N_c``: flagged and total samples of class ``c``; ``f_ic, n_ic``: contributor ``i``'s).
+    Leaving the contributor out matters when its poisons all carry one label -- a class-targeted
+    flip or a dirty-label backdoor: they raise that class's rate, and with the contributor's own
+    samples in it the baseline rises with the attack (digits, 63 flips to class 7 from two of ten
+    contributors: c0 flagged 15.5% against the pooled 5.6% was not above its self-included
+    baseline). The shrinkage keeps a contributor that holds a class's only flags from being
+    judged at a rate of 0 (the plain leave-one-out rate failed 2 of 20 clean iris audits on one or
+    two flags); with ``s = 0`` the rate is the plain leave-one-out one, and a very large ``s``
+    gives back the class's overall rate. Returns ``contributor, factor`` (1.0 when nothing is
+    flagged).
 
     >>> f = class_mix_factors(["a"] * 4 + ["b"] * 4, ["x", "x", "x", "x", "x", "y", "y", "y"],
-    ...                       [1, 1, 0, 0, 1, 0, 0, 0])
-    >>> f.round(3).to_dict("list")   # μ = 3/8; x: 3/5, y: 0/3; a: 4 x; b: 1 x, 3 y
-    {'contributor': ['a', 'b'], 'factor': [1.6, 0.4]}
+    ...                       [1, 1, 0, 0, 1, 0, 0, 0], shrinkage=0)
+    >>> f.round(3).to_dict("list")   # μ = 3/8; a: 4 x at b's x rate 1/1; b: 1 x at a's 2/4, 3 y at 0
+    {'contributor': ['a', 'b'], 'factor': [2.667, 0.333]}
     """
     from mithridate.audit.diff import _str_or_none
 
+    s = float(shrinkage)
+    if not s >= 0 or not np.isfinite(s):
+        raise ConfigError(f"shrinkage must be a number >= 0, got {shrinkage!r}")
     who = _str_or_none(list(contributors))
     flags = np.asarray(flagged).astype(bool)
     lab = pd.Series(list(labels), dtype=object).map(str).to_numpy(dtype=object)
@@ -183,8 +202,16 @@ def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequenc
     if not len(df):
         return pd.DataFrame({"contributor": [], "factor": []})
     mu = float(df["f"].mean())
-    rate = df.groupby("label", sort=True)["f"].transform("mean")          # r_c of each sample's class
-    expected = rate.groupby(df["contributor"], sort=True).mean()          # Σ_c n_ic r_c / n_i
+    cls = df.groupby("label", sort=True)["f"].agg(["sum", "size"])
+    cell = df.groupby(["contributor", "label"], sort=True)["f"].agg(["sum", "size"]).reset_index()
+    F = cell["label"].map(cls["sum"]).to_numpy(dtype=float)
+    N = cell["label"].map(cls["size"]).to_numpy(dtype=float)
+    f_ic, n_ic = cell["sum"].to_numpy(dtype=float), cell["size"].to_numpy(dtype=float)
+    rest = N - n_ic + s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_ic = np.where(rest > 0, (F - f_ic + s * F / N) / np.where(rest > 0, rest, 1.0), F / N)
+    expected = pd.Series(r_ic * n_ic).groupby(cell["contributor"], sort=True).sum() \
+        / cell.groupby("contributor", sort=True)["size"].sum()
     factor = (expected / mu).to_numpy(dtype=float) if mu > 0 else np.ones(len(expected))
     return pd.DataFrame({"contributor": expected.index.astype(object).tolist(), "factor": factor.tolist()})
 
