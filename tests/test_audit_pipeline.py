@@ -1000,3 +1000,16 @@ def test_a_contributor_turning_bad_is_judged_on_this_versions_new_samples(tmp_pa
         ok = run_audit(version(clean_v2), name="t", ledger=ledger, progress=False)
     rep_ok = {r.name: r for r in ok.policy_results}["reputation"]
     assert rep_ok.passed and "nor in this version's new samples" in rep_ok.message
+
+
+def test_auditing_an_older_version_again_says_so(tmp_path):
+    full = breast_cancer()
+    v1, v2 = full.subset(np.arange(300)), full.subset(np.arange(350))
+    with Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}") as ledger:
+        run_audit(v1, name="bc", ledger=ledger, progress=False)
+        r2 = run_audit(v2, name="bc", ledger=ledger, progress=False)
+        assert r2.summary["ledger"]["same_content_as_version"] is None
+        with pytest.warns(UserWarning, match=r"identical to version 1 of 'bc', an older version.*recorded as version 3 "
+                                             r"and compared with the latest, version 2"):
+            back = run_audit(v1, name="bc", ledger=ledger, progress=False)
+    assert back.version == 3 and back.summary["ledger"]["same_content_as_version"] == 1

@@ -1066,6 +1066,7 @@ class _Plan:
     base: Optional[VersionInfo]
     base_samples: Optional[pd.DataFrame]
     diff: VersionDiff
+    same_as: Optional[int] = None
 
     @classmethod
     def prepare(cls, ledger: Ledger, name: str, data: SampleData, source: Optional[str]) -> "_Plan":
@@ -1084,11 +1085,16 @@ class _Plan:
             reuse = latest is not None and latest.fingerprint == fp
             base_row = (rows[1] if len(rows) > 1 else None) if reuse else latest
             base_samples = ledger._samples_of(conn, base_row.id, full=False) if base_row is not None else None
+            same_as = None
+            if ds_id is not None and not reuse:  # an older version audited again (a rollback)
+                v = versions_t.c
+                same_as = conn.execute(sa.select(sa.func.max(v.number))
+                                       .where(v.dataset_id == ds_id, v.fingerprint == fp)).scalar()
         base = ledger._version_info(base_row, name) if base_row is not None else None
         return cls(
             name=name, table=table, fingerprint=fp, source=None if source is None else str(source),
             latest_id=latest.id if latest else None, reuse=reuse, base=base, base_samples=base_samples,
-            diff=_diff_tables(base_samples, table),
+            diff=_diff_tables(base_samples, table), same_as=None if same_as is None else int(same_as),
         )
 
 
@@ -1115,6 +1121,8 @@ class AuditRecorder:
     reused_version : bool
         True when the data are identical to the latest recorded version: the audit will be
         added to that version (and ``previous`` is the version before it).
+    same_content_as : int or None
+        The number of an older version with identical data (a rollback), else None.
     started_at : datetime
         UTC time the recorder was created.
     result : AuditInfo or None
@@ -1164,6 +1172,12 @@ class AuditRecorder:
     @property
     def reused_version(self) -> bool:
         return self._plan.reuse
+
+    @property
+    def same_content_as(self) -> Optional[int]:
+        """The number of an *older* version with exactly these data (not the latest: that one is
+        reused), or None. The audit is still recorded as a new version diffed against the latest."""
+        return self._plan.same_as
 
     def __enter__(self) -> "AuditRecorder":
         if self._state != "open":

@@ -971,6 +971,12 @@ def run_audit(
             staged = None
             try:
                 with ledger.audit(name, audit_samples(dataset), source=source) as rec:
+                    if rec.same_content_as is not None and rec.previous is not None:
+                        warnings.warn(
+                            f"these data are identical to version {rec.same_content_as} of {name!r}, an older version "
+                            f"(a rollback?): recorded as version {rec.previous.number + 1} and compared with the latest, "
+                            f"version {rec.previous.number}; samples that version lacks count as new (and as new "
+                            "contributions of their contributors)", UserWarning, stacklevel=2)
                     history = history_counts = None
                     if rec.previous is not None or rec.reused_version:
                         history = ledger.contributor_history(name)
@@ -983,7 +989,8 @@ def run_audit(
                                          reused=rec.reused_version)
                     _name_features(result, dataset, feature_names)
                     result.summary["ledger"] = {"url": getattr(ledger, "url", None), "dataset": name,
-                                                "version": result.version, "reused_version": bool(rec.reused_version)}
+                                                "version": result.version, "reused_version": bool(rec.reused_version),
+                                                "same_content_as_version": rec.same_content_as}
                     staged = _stage(result, out_path, title, steps) if out_path is not None else None
                     with steps.step("recording the audit in the ledger"):
                         rec.add_findings(_ledger_findings(result.findings))
