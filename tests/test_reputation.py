@@ -324,3 +324,18 @@ def test_a_contributor_sending_one_noisy_class_is_not_blamed_for_it():
                             level=0.999).set_index("contributor")
     assert adj2.loc["c1", "above_population"] and adj2["above_population"].sum() == 1
     assert adj2.index[0] == "c1"
+
+
+def test_a_historical_excess_is_named_as_such():
+    from mithridate.audit.policy import Policy
+
+    row = {"contributor": "h", "n": 400, "flagged": 28, "share": 0.07, "n_judged": 4400, "flagged_judged": 700,
+           "rank": 1, "posterior_mean": 0.16, "ci_lower": 0.14, "ci_upper": 0.17, "prob_above": 1.0,
+           "above_population": True, "population_rate": 0.12, "baseline_rate": 0.11}
+    summary = {"n_samples": 4000, "n_flagged": 480, "share_flagged": 0.12, "classes": [], "contributors": [row],
+               "diff": None, "credible_level_each": 0.99, "n_contributors_tested": 1}
+    [res] = [r for r in Policy().evaluate(summary) if r.name == "reputation"]
+    assert not res.passed and "in this version 7.0% of its 400 samples are flagged, not above" in res.message
+    # a contributor whose current samples are flagged above its expected rate gets no such note
+    [res] = [r for r in Policy().evaluate({**summary, "contributors": [{**row, "share": 0.2}]}) if r.name == "reputation"]
+    assert not res.passed and "earlier versions" not in res.message

@@ -576,6 +576,12 @@ class Policy:
         names = ", ".join(repr(str(c["contributor"])) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
         base = w.get("baseline_rate")
         base_txt = "" if base is None else f" against {_pct(float(base))} expected from its class mix"
+        share, n_now = w.get("share"), int(w.get("n", 0))
+        judged_now = int(w.get("n_judged", n_now))
+        if share is not None and n_now and judged_now > n_now and float(share) <= float(base if base is not None else pop or 0):
+            # its excess lies in samples judged at earlier versions: say so, the current data look fine
+            base_txt += (f" (in this version {_pct(float(share))} of its {n_now} samples are flagged, not above: the "
+                         "excess is in samples of earlier versions; `mithridate ledger contributors` shows its history)")
         return PolicyResult(
             "reputation", False, float(w["ci_lower"]), None,
             f"{len(bad)} contributor(s) flagged far more often than the population ({pop_txt}) and than their class "
