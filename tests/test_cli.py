@@ -281,6 +281,17 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     code, out95, err = run(["ledger", "contributors", "bc", "--ledger", ledger, "--level", "0.95", "--json"],
                            capsys, monkeypatch)
     assert code == 0 and json.loads(out95)[0]["ci_lower"] > rows[0]["ci_lower"]
+    code, table, err = run(["ledger", "contributors", "bc", "--ledger", ledger], capsys, monkeypatch)
+    assert code == 0 and "expected" in table   # the rate the ranking compares with
+    code, out, err = run(["ledger", "audits", "bc", "--ledger", ledger, "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    audits = json.loads(out)
+    assert [a["verdict"] for a in audits] == ["pass", "fail"] and [a["version"] for a in audits] == [1, 2]
+    assert audits[0]["failed_checks"] == "-" and "reputation" in audits[1]["failed_checks"]
+    code, table, err = run(["ledger", "audits", "bc", "--ledger", ledger], capsys, monkeypatch)
+    assert code == 0 and "failed_checks" in table
+    code, _, err = run(["ledger", "audits", "nope", "--ledger", ledger], capsys, monkeypatch)
+    assert code == 2 and err.startswith("error:")
     cleaned = workdir / "cleaned.csv"
     code, out, err = run(["sanitize", bad, "--label", "y", "--contributor", "vendor", "--out", cleaned, "--json"],
                          capsys, monkeypatch)

@@ -1066,9 +1066,36 @@ def ledger_contributors(name: str = typer.Argument(..., help="Dataset name as re
         df = led.contributors(name, level=level, simultaneous=simultaneous)
     finally:
         led.close()
-    _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate)", as_json,
-            columns=None if as_json else ["rank", "contributor", "n", "flagged", "rate", "posterior_mean", "ci_lower",
-                                          "ci_upper", "above_population", "n_audits"])
+    if not as_json:  # ranked by posterior mean minus this expected rate: show it beside the rate
+        df = df.rename(columns={"baseline_rate": "expected"})
+    _df_out(df, f"Contributors of {name} (Beta-Binomial posterior of the flagged rate; 'expected': the rate its "
+                "class mix predicts, which the ranking and the gate compare with)", as_json,
+            columns=None if as_json else ["rank", "contributor", "n", "flagged", "rate", "expected", "posterior_mean",
+                                          "ci_lower", "ci_upper", "above_population", "n_audits"])
+
+
+@ledger_app.command("audits")
+def ledger_audits(name: str = typer.Argument(..., help="Dataset name as recorded by `mithridate audit`."),
+                  ledger_url: Optional[str] = LedgerOpt, as_json: bool = JsonOpt) -> None:
+    """The audits of one dataset, oldest first: version, time, verdict, flagged samples and the checks that failed."""
+    led = _open_ledger(ledger_url)
+    try:
+        df = led.audits(name)
+    finally:
+        led.close()
+
+    def failed(summary):
+        res = (summary or {}).get("policy_results") if isinstance(summary, dict) else None
+        return ", ".join(str(r.get("name")) for r in res or [] if isinstance(r, dict) and not r.get("passed")) or "-"
+
+    df = df.assign(failed_checks=[failed(x) for x in df["summary"]])
+    if as_json:
+        _print_json(df.drop(columns=["summary", "policy", "diff"]).assign(
+            started_at=df["started_at"].map(lambda t: None if t is None else t.isoformat()),
+            finished_at=df["finished_at"].map(lambda t: None if t is None else t.isoformat())).to_dict(orient="records"))
+        return
+    _df_out(df, f"Audits of {name}", False, columns=["audit_id", "version", "started_at", "verdict", "n_findings",
+                                                    "n_flagged", "failed_checks"])
 
 
 # evaluate -------------------------------------------------------------------------------------
