@@ -1013,3 +1013,14 @@ def test_auditing_an_older_version_again_says_so(tmp_path):
                                              r"and compared with the latest, version 2"):
             back = run_audit(v1, name="bc", ledger=ledger, progress=False)
     assert back.version == 3 and back.summary["ledger"]["same_content_as_version"] == 1
+
+
+def test_reasons_quote_the_z_a_members_own_rule_read(poisoned_result):
+    import re
+
+    f = poisoned_result.findings
+    rd = f[f["flagged_by"].fillna("").str.contains("robust-distance")]
+    assert len(rd)
+    for reason in rd["reasons"]:
+        [z] = re.findall(r"robust-distance z=([-0-9.]+)", reason)
+        assert float(z) >= 3.0 - 0.05   # its flag rule: robust z of the log norm above 3 (shown rounded)

@@ -676,6 +676,13 @@ def _reasons(ens: Any, member_flags: pd.DataFrame, flags: np.ndarray, diff_table
     names = list(raw.columns)
     zv = {m: z[m].to_numpy() for m in names}
     rv = {m: raw[m].to_numpy() for m in names}
+    # the z a member's own flag rule reads (robust distance: of its log norms), shown when it flagged
+    # the sample; the ensemble's calibration of its raw score (zv) can be small for the same sample
+    own = {}
+    for m in names:
+        zm = getattr(getattr(ens, "members_", {}).get(m), "z_", None)
+        if zm is not None and np.shape(zm) == (n,):
+            own[m] = np.asarray(zm, dtype=float)
     fv = {m: member_flags[m].to_numpy() for m in names}
     status = diff_table["status"].to_numpy() if diff_table is not None else None
     old_label = diff_table["old_label"].to_numpy() if diff_table is not None else None
@@ -695,6 +702,8 @@ def _reasons(ens: Any, member_flags: pd.DataFrame, flags: np.ndarray, diff_table
                 parts.append(f"knn {rv[m][i]:.1f} of neighbours disagree")
             elif m == "confident-learning":
                 parts.append(f"confident-learning p(label)={1 - rv[m][i]:.2f}")
+            elif fv[m][i] and m in own:
+                parts.append(f"{m} z={own[m][i]:.1f}")
             else:
                 parts.append(f"{m} z={zv[m][i]:.1f}")
         if flags[i] and not parts:
