@@ -292,6 +292,23 @@ def test_audit_gate_exit_codes_and_sanitize(workdir, capsys, monkeypatch):
     assert code == 0 and "failed_checks" in table
     code, _, err = run(["ledger", "audits", "nope", "--ledger", ledger], capsys, monkeypatch)
     assert code == 2 and err.startswith("error:")
+    # --from-audit: remove exactly what that audit flagged, without running detection again
+    flagged_a2 = pd.read_csv(workdir / "a2" / "findings.csv")["flagged"].astype(bool)
+    reused = workdir / "reused.csv"
+    code, out, err = run(["sanitize", bad, "--label", "y", "--contributor", "vendor", "--out", reused,
+                          "--from-audit", workdir / "a2", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["n_removed"] == int(flagged_a2.sum())
+    assert len(pd.read_csv(reused)) == int((~flagged_a2).sum())
+    code, _, err = run(["sanitize", clean, "--label", "y", "--out", workdir / "x.csv", "--from-audit", workdir / "a2"],
+                       capsys, monkeypatch)
+    assert code == 2 and "another label" in err           # the same ids, other data: refused
+    code, _, err = run(["sanitize", bad, "--label", "y", "--out", workdir / "x.csv", "--from-audit", workdir],
+                       capsys, monkeypatch)
+    assert code == 2 and "not an audit's output folder" in err
+    code, _, err = run(["sanitize", bad, "--label", "y", "--out", workdir / "x.csv", "--from-audit", workdir / "a2",
+                        "--network"], capsys, monkeypatch)
+    assert code == 2 and "do not apply" in err
     cleaned = workdir / "cleaned.csv"
     code, out, err = run(["sanitize", bad, "--label", "y", "--contributor", "vendor", "--out", cleaned, "--json"],
                          capsys, monkeypatch)

@@ -985,6 +985,7 @@ def sanitize(
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="The CSV of removed samples (default: OUT's name ending in .removed.csv; the JSON manifest goes beside it)."),
     model_path: Optional[Path] = typer.Option(None, "--model", help="Images: a model saved by `mithridate train` (default: train one)."),
     network: bool = typer.Option(False, "--network", help="Tables and text: read the penultimate layer of a network trained on the data, as `audit --network`."),
+    from_audit: Optional[Path] = typer.Option(None, "--from-audit", help="Reuse the flags of an earlier `mithridate audit DATA ... --out FOLDER` of the same data (its findings.csv and summary.json) instead of running detection again: remove what the gate reported."),
     label: Optional[str] = LabelOpt, features: Optional[str] = FeaturesOpt, id_col: Optional[str] = IdOpt,
     contributor: Optional[str] = ContributorOpt, source: Optional[str] = SourceOpt, text_col: Optional[str] = TextOpt,
     image_col: Optional[str] = ImagesOpt, size: Optional[str] = SizeOpt,
@@ -997,11 +998,24 @@ def sanitize(
 
     pol = Policy.from_yaml(policy) if policy is not None else Policy.default()
     model = TorchClassifier.load(model_path) if model_path is not None else None
-    res = run_sanitize(data, out_path, label=label, features=_split_features(features), id_col=id_col,
+    data_in: Any = data
+    audit = None
+    if from_audit is not None:
+        from mithridate.audit.pipeline import load_for_audit
+        from mithridate.audit.sanitize import load_audit_outputs
+
+        if policy is not None or model_path is not None or network:
+            raise ConfigError("--from-audit reuses that audit's flags: --policy, --model and --network do not apply")
+        data_in = load_for_audit(data, label=label, features=_split_features(features), id_col=id_col,
+                                 contributor=contributor, source=source, text_col=text_col, image_col=image_col,
+                                 size=_parse_size(size))
+        audit = load_audit_outputs(from_audit, data_in.dataset)
+        pol = audit.policy
+    res = run_sanitize(data_in, out_path, label=label, features=_split_features(features), id_col=id_col,
                        contributor=contributor, source=source, text_col=text_col, image_col=image_col,
                        size=_parse_size(size), policy=pol, model=model, feature_mode="model" if network else "auto",
                        budget=budget, drop_contributors=drop_contributors, overwrite=overwrite, random_state=seed,
-                       progress=not as_json, manifest=manifest)
+                       progress=not as_json, manifest=manifest, audit=audit)
     doc = {"input": str(data), "output": str(res.output), "removed_csv": str(res.manifest),
            "manifest": str(res.manifest_json), "n_input": res.n_input, "n_removed": res.n_removed, "n_kept": res.n_kept}
     if as_json:

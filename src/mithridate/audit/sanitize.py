@@ -150,6 +150,62 @@ def _suffix_kind(p: Path) -> Optional[str]:
     return None
 
 
+def load_audit_outputs(folder: Union[str, os.PathLike], dataset: Dataset) -> AuditResult:
+    """The flags of an earlier audit of ``dataset`` from its output folder (``findings.csv`` and
+    ``summary.json`` written by ``mithridate audit --out``), as an :class:`AuditResult` that
+    :func:`sanitize` can reuse (``audit=``): the findings, the verdict, the policy and the
+    contributors' reputation as that audit judged them. The findings' ids must be the dataset's,
+    in order (load the data with the same options as the audit did)."""
+    from mithridate.audit.policy import Policy
+
+    d = Path(os.path.expanduser(os.fspath(folder)))
+    if d.is_file() and d.name == "findings.csv":
+        d = d.parent
+    fcsv, fjson = d / "findings.csv", d / "summary.json"
+    missing = [p.name for p in (fcsv, fjson) if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{d} is not an audit's output folder: {' and '.join(missing)} missing (write one with "
+                          "`mithridate audit DATA ... --out FOLDER`)")
+    try:
+        summary = json.loads(fjson.read_text(encoding="utf-8"))
+        findings = pd.read_csv(fcsv, dtype={"id": str, "label": str, "contributor": object, "source": object,
+                                            "flagged_by": str, "reasons": str}, keep_default_na=False,
+                               na_values={"contributor": [""], "source": [""]})
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the audit outputs in {d}: {exc}") from None
+    need = {"id", "flagged", "ensemble_score", "label", "contributor", "source", "flagged_by", "reasons"}
+    if not isinstance(summary, dict) or not need <= set(findings.columns):
+        raise DataError(f"{fcsv} lacks columns {sorted(need - set(findings.columns))}; is it an audit's findings.csv?")
+    if len(findings) != len(dataset) or findings["id"].tolist() != [str(i) for i in dataset.ids]:
+        n_same = len(set(findings["id"]) & {str(i) for i in dataset.ids})
+        raise ConfigError(f"the audit in {d} is of other data: its {len(findings)} findings and the input's "
+                          f"{len(dataset)} samples share {n_same} ids (in order: "
+                          f"{findings['id'].tolist() == [str(i) for i in dataset.ids]}); load the input with the "
+                          "audit's options (--label, --id, ...) or audit it again")
+    labels = [str(v) for v in dataset.labels.tolist()]
+    differ = int(np.sum(findings["label"].astype(str).to_numpy() != np.asarray(labels, dtype=object)))
+    if differ:
+        raise ConfigError(f"the audit in {d} is of other data: {differ} of its {len(findings)} samples carry another "
+                          "label than the input's (same ids, another version?); audit this input first")
+    flagged = findings["flagged"]
+    if flagged.dtype != bool:
+        flagged = flagged.astype(str).str.strip().str.lower().map({"true": True, "false": False, "1": True, "0": False})
+        if flagged.isna().any():
+            raise DataError(f"{fcsv}: the flagged column holds values other than True/False")
+    findings["flagged"] = flagged.astype(bool)
+    for c in ("contributor", "source"):
+        findings[c] = findings[c].astype(object).where(findings[c].notna(), None)
+    rows = [c for c in summary.get("contributors") or [] if isinstance(c, dict) and c.get("rank") is not None]
+    reputation = pd.DataFrame({
+        "contributor": [str(c["contributor"]) for c in rows],
+        "n": [int(c.get("n_judged", c.get("n", 0))) for c in rows],
+        "above_population": [bool(c.get("above_population")) for c in rows]})
+    policy = Policy.from_dict(summary["policy"]) if isinstance(summary.get("policy"), dict) else Policy.default()
+    return AuditResult(name=str(summary.get("dataset") or dataset.name), verdict=str(summary.get("verdict") or "pass"),
+                       policy=policy, policy_results=[], findings=findings, summary=summary, reputation=reputation,
+                       member_flags=pd.DataFrame(index=range(len(findings))), dataset=dataset)
+
+
 def sanitize(
     data: Union[str, os.PathLike, Dataset, AuditInput],
     out: Union[str, os.PathLike],
