@@ -1000,6 +1000,14 @@ def test_a_contributor_turning_bad_is_judged_on_this_versions_new_samples(tmp_pa
         ok = run_audit(version(clean_v2), name="t", ledger=ledger, progress=False)
     rep_ok = {r.name: r for r in ok.policy_results}["reputation"]
     assert rep_ok.passed and "nor in this version's new samples" in rep_ok.message
+    # the concentration test runs on the batch too, at half the policy's limit
+    bc = r2.summary["batch_concentration"]
+    assert bc["n_samples"] == 500 and bc["p_value"] <= 0.005
+    assert r1.summary["batch_concentration"] is None
+    conc = {r.name: r for r in r2.policy_results}["contributor_concentration"]
+    assert not conc.passed and "new or changed samples" in conc.message and "'c1'" in conc.message
+    conc_ok = {r.name: r for r in ok.policy_results}["contributor_concentration"]
+    assert conc_ok.passed and "nor among this version's new samples" in conc_ok.message and "limit 0.005" in conc_ok.message
 
 
 def test_auditing_an_older_version_again_says_so(tmp_path):

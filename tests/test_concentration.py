@@ -213,3 +213,24 @@ def test_a_malicious_sender_of_five_samples_among_a_hundred_small_ones_is_named(
     s[:5] += 4
     r = concentration_test(s, who, rng.integers(0, 2, n), random_state=0)
     assert r.contributors[0]["contributor"] == "u999" and r.p_value <= 0.05
+
+
+def test_policy_reads_the_batch_test_at_half_the_limit():
+    from mithridate.audit.policy import Policy
+
+    whole = {"p_value": 0.4, "top_k": 50, "top_class": None, "n_permutations": 999, "contributors": []}
+    batch = {"p_value": 0.004, "top_k": 25, "top_class": "a", "n_permutations": 999, "n_samples": 300,
+             "contributors": [{"contributor": "v1", "top": 12, "expected": 3.0, "p_alone": 0.001}]}
+    base = {"n_samples": 3000, "n_flagged": 300, "share_flagged": 0.1, "classes": [], "contributors": [], "diff": None}
+
+    def check(**kw):
+        [r] = [r for r in Policy().evaluate({**base, **kw}) if r.name == "contributor_concentration"]
+        return r
+
+    r = check(concentration=whole, batch_concentration=batch)
+    assert not r.passed and r.limit == pytest.approx(0.005) and r.subject == "v1"
+    assert r.message.startswith("Of this version's 300 new or changed samples") and "does not show it" in r.message
+    r = check(concentration=whole, batch_concentration={**batch, "p_value": 0.008})   # under 0.01, not under 0.005
+    assert r.passed and "nor among this version's new samples (p = 0.008, limit 0.005)" in r.message
+    r = check(concentration=whole, batch_concentration=None)                        # no ledger: as before
+    assert r.passed and "new samples" not in r.message

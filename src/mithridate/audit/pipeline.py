@@ -1180,6 +1180,20 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             concentration = concentration_test(
                 findings["ensemble_score"].to_numpy(), contributors, labels, n_flagged=int(flags.sum()),
                 random_state=rng).to_dict()
+        batch_conc = None
+        if (has_contrib and pol.max_concentration_p is not None and history_counts is not None
+                and judged.any() and not judged.all()):
+            # the same test on this version's new and changed samples alone (see _batch_reputation:
+            # a vendor turning bad is diluted by the whole version; the policy halves the limit)
+            from mithridate.audit.concentration import concentration_test
+
+            j = np.flatnonzero(judged)
+            b_who = [contributors[i] for i in j]
+            if any(c is not None for c in b_who):
+                batch_conc = concentration_test(
+                    findings["ensemble_score"].to_numpy()[j], b_who, [labels[i] for i in j],
+                    n_flagged=int(flags[j].sum()), random_state=rng).to_dict()
+                batch_conc["n_samples"] = int(len(j))
         diff_summary = None
         if diff is not None:
             d = diff.to_dict(max_ids=DIFF_IDS)
@@ -1218,6 +1232,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
             "population_rate": float(rep["population_rate"].iloc[0]) if len(rep) else None,
             "prior": rep.attrs.get("prior"),
             "concentration": concentration,
+            "batch_concentration": batch_conc,
             "credible_level": pol.credible_level,
             "credible_level_each": rep.attrs.get("level_each", pol.credible_level),
             "n_contributors_tested": rep.attrs.get("n_tested"),

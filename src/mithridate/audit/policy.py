@@ -32,7 +32,8 @@ name                             fails when
                                  version's new and changed samples alone (level twice as strict)
 ``contributor_concentration``    the samples ranked most suspicious come from a few contributors:
                                  the within-class permutation p-value of their excess over chance
-                                 <= ``max_concentration_p``
+                                 <= ``max_concentration_p``; with a ledger, also the same test on
+                                 this version's new and changed samples alone at half that limit
 ``relabelled_share``             relabelled samples / samples of the previous version >
                                  ``max_relabelled_share`` (needs a previous version: a ledger)
 ``new_flagged_share``            flagged new samples / new samples > ``max_new_flagged_share``, when
@@ -459,7 +460,7 @@ class Policy:
         if self.reputation:
             out.append(self._reputation(contributors, summary))
         if self.max_concentration_p is not None:
-            out.append(self._concentration(summary.get("concentration")))
+            out.append(self._concentration(summary.get("concentration"), summary.get("batch_concentration")))
         diff = summary.get("diff")
         counts = (diff or {}).get("counts") if isinstance(diff, Mapping) else None
         has_prev = bool(counts) and (diff.get("base_version") is not None or int(counts.get("n_old", 0)) > 0)
@@ -590,8 +591,27 @@ class Policy:
             + (f"; also {batch_txt}" if batch_txt else ""),
             subject=str(w["contributor"]))
 
-    def _concentration(self, conc: Any) -> PolicyResult:
-        limit = self.max_concentration_p
+    def _concentration(self, conc: Any, batch: Any = None) -> PolicyResult:
+        """The whole version's test at ``max_concentration_p``; with a ledger, also the test on this
+        version's new and changed samples alone at half that limit (the two together keep the chance of
+        a false alarm near 1.5 times the one test's)."""
+        whole = self._concentration_one(conc, self.max_concentration_p, "")
+        if not isinstance(batch, Mapping) or batch.get("p_value") is None:
+            return whole
+        half = self.max_concentration_p / 2.0
+        part = self._concentration_one(batch, half, f"of this version's {int(batch.get('n_samples') or 0)} new or "
+                                                      "changed samples, ")
+        if not part.passed and whole.passed:
+            return PolicyResult(whole.name, False, part.value, half, part.message[0].upper() + part.message[1:]
+                                + "; the whole version's ranking does not show it", subject=part.subject)
+        if not part.passed:
+            return PolicyResult(whole.name, False, whole.value, whole.limit, whole.message + "; also " + part.message,
+                                subject=whole.subject)
+        return PolicyResult(whole.name, whole.passed, whole.value, whole.limit,
+                            whole.message + f"; nor among this version's new samples (p = {float(batch['p_value']):.3g}, "
+                                            f"limit {half:g})", subject=whole.subject)
+
+    def _concentration_one(self, conc: Any, limit: float, scope: str) -> PolicyResult:
         name = "contributor_concentration"
         if not isinstance(conc, Mapping):
             return PolicyResult(name, True, None, limit, "no contributor information")
@@ -602,12 +622,13 @@ class Policy:
         k = conc.get("top_k")
         cls = conc.get("top_class")
         where = f"{k} most suspicious samples" + (f" of class {str(cls)!r}" if cls is not None else "")
+        where = f"{scope}the {where}"
         named = [c for c in conc.get("contributors") or [] if isinstance(c, Mapping)]
         p_txt = f"p = {p:.3g}, {int(conc.get('n_permutations') or 0)} permutations"
         if p > limit:
             return PolicyResult(name, True, p, limit,
                                 f"the most suspicious samples are not concentrated in a few contributors beyond the "
-                                f"limit (most concentrated set: the {where}; {p_txt}; limit {limit:g})")
+                                f"limit (most concentrated set: {where}; {p_txt}; limit {limit:g})")
         from mithridate.audit.concentration import standouts
 
         shown, rest = standouts(named, 3)  # those that stand out alone are named; the rest counted
@@ -616,7 +637,7 @@ class Policy:
         who = f": {', '.join(parts)}{more}" if parts else ""
         first = next((c for c in named if not c.get("pooled")), None)
         return PolicyResult(name, False, p, limit,
-                            f"the {where} come from few contributors more than chance explains "
+                            f"{where} come from few contributors more than chance explains "
                             f"({p_txt}; limit {limit:g}){who}",
                             subject=str(first["contributor"]) if first else None)
 
