@@ -752,3 +752,14 @@ def test_a_100k_row_version_records_in_seconds(tmp_path):
         assert ledger.contributors("big")["n"].sum() == n
     # measured ~2.5 s on one core of a laptop-class CPU (100k samples + 100k findings)
     assert elapsed < 20, f"recording 100k rows took {elapsed:.1f}s"
+
+
+def test_latest_summary_reads_the_newest_audit(sqlite_url):
+    with Ledger(sqlite_url) as ledger:
+        assert ledger.latest_summary("none") is None
+        ds = make_ds()
+        for i, data in enumerate((ds.subset(np.arange(40)), ds)):
+            with ledger.audit("d", data) as rec:
+                rec.finish("pass", summary={"k": i})
+        got = ledger.latest_summary("d")
+    assert got == {"k": 1, "_version": 2}

@@ -700,6 +700,20 @@ class Ledger:
             df[c] = pd.Series([_aware(t) for t in df[c]], dtype=object)
         return df
 
+    def latest_summary(self, dataset_name: str) -> Optional[dict]:
+        """The summary of the dataset's most recent audit (None when it has none, or the dataset
+        is not in the ledger); one row read, unlike :meth:`audits`."""
+        a, v, d = audits_t.c, versions_t.c, datasets_t.c
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(a.summary, v.number).select_from(audits_t.join(versions_t, a.version_id == v.id)
+                                                           .join(datasets_t, v.dataset_id == d.id))
+                .where(d.name == str(dataset_name)).order_by(a.id.desc()).limit(1)
+            ).first()
+        if row is None or not isinstance(row.summary, dict):
+            return None
+        return {**row.summary, "_version": int(row.number)}
+
     def get_audit(self, audit_id: int) -> AuditInfo:
         """One audit by id (as returned in :attr:`AuditRecorder.result` or :meth:`audits`)."""
         a, v, d, f = audits_t.c, versions_t.c, datasets_t.c, findings_t.c

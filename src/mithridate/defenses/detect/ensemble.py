@@ -318,7 +318,7 @@ class Ensemble(Detector):
         # (duplicates and the outlier detectors standardise table columns, centre other inputs) must
         # see them as such, so they get the dataset, not a features array
         raw_table = model is None and not self.learnt_ and (
-            given is None or (np.shape(given)[0] == len(dataset)
+            given is None or given is dataset.X or (np.shape(given)[0] == len(dataset)
                               and np.array_equal(features, np.asarray(dataset.X, dtype=np.float32).reshape(len(dataset), -1))))
         raw, fitted, skipped, seconds = {}, {}, {}, {}
         for i, (name, det) in enumerate(members):
