@@ -173,7 +173,7 @@ def level_text(level: float) -> str:
 def level_description(summary: Mapping) -> str:
     """The reputation check's level as the check and the report state it, from an audit summary:
     '99%', or '99% simultaneous (10 contributors, each at 99.9%)'."""
-    txt = f"{float(summary.get('credible_level') or 0.95):.0%}"
+    txt = level_text(float(summary.get("credible_level") or 0.95))
     n, each = summary.get("n_contributors_tested"), summary.get("credible_level_each")
     if n and int(n) > 1 and each is not None:
         txt += f" simultaneous ({int(n)} contributors, each at {level_text(float(each))})"
@@ -552,10 +552,7 @@ class Policy:
         if batch_bad:
             b = batch_bad[0]
             names = ", ".join(repr(str(c["contributor"])) for c in batch_bad[:5]) + (" ..." if len(batch_bad) > 5 else "")
-            blvl = level_text(float(batch.get("credible_level") or 0.995))
-            nb, each = batch.get("n_contributors_tested"), batch.get("credible_level_each")
-            if nb and int(nb) > 1 and each is not None:
-                blvl += f" simultaneous ({int(nb)} contributors, each at {level_text(float(each))})"
+            blvl = level_description(batch)
             batch_txt = (f"in this version's {int(batch.get('n_samples') or 0)} new or changed samples, "
                          f"{len(batch_bad)} contributor(s) flagged far more often than the others' new samples "
                          f"({_pct(float(batch.get('population_rate') or 0))}) and than their class mix predicts: "
