@@ -259,7 +259,7 @@ def test_class_mix_factors_by_hand():
     assert alone.loc["a", "factor"] == pytest.approx(1 / 0.5) and alone.loc["b", "factor"] == pytest.approx(0.0)
     with pytest.raises(DataError, match="lengths differ"):
         class_mix_factors(["a"], ["x", "y"], [1])
-    for bad in (-1, float("nan"), float("inf")):
+    for bad in (-1, float("nan"), float("inf"), "ten", None):
         with pytest.raises(ConfigError, match="shrinkage"):
             class_mix_factors(["a"], ["x"], [1], shrinkage=bad)
 

@@ -189,7 +189,10 @@ def class_mix_factors(contributors: Sequence, labels: Sequence, flagged: Sequenc
     """
     from mithridate.audit.diff import _str_or_none
 
-    s = float(shrinkage)
+    try:
+        s = float(shrinkage)
+    except (TypeError, ValueError):
+        s = float("nan")
     if not s >= 0 or not np.isfinite(s):
         raise ConfigError(f"shrinkage must be a number >= 0, got {shrinkage!r}")
     who = _str_or_none(list(contributors))
