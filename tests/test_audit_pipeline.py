@@ -984,8 +984,12 @@ def test_a_contributor_turning_bad_is_judged_on_this_versions_new_samples(tmp_pa
     v1 = Dataset.from_arrays(X1, y1, ids=id1, meta=pd.DataFrame({"contributor": who1}), name="t")
     with Ledger(f"sqlite:///{tmp_path / 'a.sqlite'}") as ledger:
         r1 = run_audit(v1, name="t", ledger=ledger, progress=False)
-        r2 = run_audit(version(y2), name="t", ledger=ledger, progress=False)
+        r2 = run_audit(version(y2), name="t", ledger=ledger, progress=False, out_dir=tmp_path / "out")
     assert r1.verdict == "pass" and r1.summary["batch_reputation"] is None   # first audit: no batch
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "this version's 500 new or changed samples" in html   # the report's contributor table shows the batch
+    c1 = next(c for c in r2.summary["batch_reputation"]["contributors"] if c["contributor"] == "c1")
+    assert f"{c1['flagged']} of {c1['n']} (" in html and ">above</span>" in html
     batch = r2.summary["batch_reputation"]
     assert batch["n_samples"] == 500 and batch["credible_level"] == pytest.approx(0.995)
     above = {c["contributor"] for c in batch["contributors"] if c["above_population"]}

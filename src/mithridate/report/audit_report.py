@@ -250,6 +250,16 @@ def _contributors(result: Any) -> Optional[dict]:
     s = result.summary
     current = {c["contributor"]: c for c in s.get("contributors") or []}
     trends = {c["contributor"]: c.get("trend") or [] for c in s.get("contributors") or []}
+    batch_info = s.get("batch_reputation") if isinstance(s.get("batch_reputation"), dict) else None
+    batch = {str(c["contributor"]): c for c in (batch_info or {}).get("contributors") or []}
+
+    def new_samples(name: str) -> dict:
+        b = batch.get(name)
+        if b is None:
+            return {"text": "\u2014" if batch_info else "", "above": False}
+        return {"text": f"{int(b['flagged'])} of {int(b['n'])} ({_pct(b['rate'])}; expected {_pct(b['baseline_rate'])})",
+                "above": bool(b["above_population"])}
+
     rows = []
     for r in rep.head(N_CONTRIBUTORS).itertuples(index=False):
         name = str(r.contributor)
@@ -264,7 +274,7 @@ def _contributors(result: Any) -> Optional[dict]:
             "n_judged": int(r.n), "posterior": _pct(r.posterior_mean),
             "ci": f"{_pct(r.ci_lower)} \u2013 {_pct(r.ci_upper)}", "above": bool(r.above_population),
             "expected": _pct(getattr(r, "baseline_rate", r.population_rate)),
-            "trend": " \u2192 ".join(trend),
+            "trend": " \u2192 ".join(trend), "batch": new_samples(name),
         })
     ranked = {str(c) for c in rep["contributor"]}
     for name, cur in current.items():  # in this version, no reputation yet (e.g. renamed since the last audit)
@@ -273,7 +283,7 @@ def _contributors(result: Any) -> Optional[dict]:
         rows.append({"rank": "\u2014", "contributor": name, "in_version": True, "n": cur["n"], "flagged": cur["flagged"],
                      "share": _pct(cur["share"]), "n_judged": 0, "posterior": "\u2014",
                      "ci": "no reputation yet: none of its samples is new to the ledger", "above": False, "trend": "",
-                     "expected": "\u2014"})
+                     "expected": "\u2014", "batch": new_samples(name)})
     version = result.version
     rate_now = {k: v["share"] for k, v in current.items()}
     trend_png = trend_plot(trends, rate_now, version, names=[str(c) for c in rep["contributor"].head(8)])
@@ -282,6 +292,8 @@ def _contributors(result: Any) -> Optional[dict]:
             "population_rate": _pct(s.get("population_rate")), "level": level_description(s),
             "prior": s.get("prior") or {}, "plot": _b64(reputation_plot(rep)), "trend_plot": _b64(trend_png),
             "has_history": result.history is not None and len(result.history) > 0,
+            "has_batch": batch_info is not None,
+            "batch_n": int((batch_info or {}).get("n_samples") or 0),
             "n_without": int(s.get("n_without_contributor") or 0)}
 
 
