@@ -1103,13 +1103,9 @@ def ledger_audits(name: str = typer.Argument(..., help="Dataset name as recorded
         return ", ".join(str(r.get("name")) for r in res or [] if isinstance(r, dict) and not r.get("passed")) or "-"
 
     df = df.assign(failed_checks=[failed(x) for x in df["summary"]])
-    if as_json:
-        _print_json(df.drop(columns=["summary", "policy", "diff"]).assign(
-            started_at=df["started_at"].map(lambda t: None if t is None else t.isoformat()),
-            finished_at=df["finished_at"].map(lambda t: None if t is None else t.isoformat())).to_dict(orient="records"))
-        return
-    _df_out(df, f"Audits of {name}", False, columns=["audit_id", "version", "started_at", "verdict", "n_findings",
-                                                    "n_flagged", "failed_checks"])
+    _df_out(df.drop(columns=["summary", "policy", "diff"]) if as_json else df, f"Audits of {name}", as_json,
+            columns=None if as_json else ["audit_id", "version", "started_at", "verdict", "n_findings", "n_flagged",
+                                          "failed_checks"])
 
 
 # evaluate -------------------------------------------------------------------------------------

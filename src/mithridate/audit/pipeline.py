@@ -809,11 +809,9 @@ def _batch_reputation(who: np.ndarray, labels: Sequence[str], flags: np.ndarray,
     a level twice as strict as the cumulative check's (``1 - (1 - level) / 2``, simultaneous over
     the batch's contributors as the policy says): the two checks together keep the chance of a
     false alarm on clean data at about 1.5 times the one check's. None when there is no batch (a
-    re-audit, or no earlier version) or no contributor in it."""
+    re-audit, or no earlier version: the caller's ``has_batch``) or no contributor in it."""
     from mithridate.audit.reputation import class_mix_factors, contributor_counts
 
-    if not judged.any() or judged.all():
-        return None
     b_who = who[judged]
     known = np.array([c is not None for c in b_who], dtype=bool)
     if not known.any():
@@ -1136,7 +1134,9 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                           tested={str(c) for c in contributors if c is not None},
                           min_samples=pol.reputation_min_samples, simultaneous=pol.simultaneous_intervals,
                           factors=class_mix_factors(contributors, labels, flags))
-        batch = _batch_reputation(who, labels, flags, judged, pol) if history_counts is not None else None
+        # this version's batch (new, modified, relabelled samples) beside a ledger's earlier versions
+        has_batch = history_counts is not None and bool(judged.any()) and not bool(judged.all())
+        batch = _batch_reputation(who, labels, flags, judged, pol) if has_batch else None
         present = _group_shares(contributors, flags, "contributor")
         by_name = {r["contributor"]: r for r in present}
         trends = _trends(history, version)
@@ -1177,8 +1177,7 @@ def _audit_core(ds: Dataset, name: str, pol: Policy, model: Any, layer: str, fea
                 findings["ensemble_score"].to_numpy(), contributors, labels, n_flagged=int(flags.sum()),
                 random_state=rng).to_dict()
         batch_conc = None
-        if (has_contrib and pol.max_concentration_p is not None and history_counts is not None
-                and judged.any() and not judged.all()):
+        if has_contrib and pol.max_concentration_p is not None and has_batch:
             # the same test on this version's new and changed samples alone (see _batch_reputation:
             # a vendor turning bad is diluted by the whole version; the policy halves the limit)
             from mithridate.audit.concentration import concentration_test
